@@ -1,0 +1,37 @@
+# recstream: `make demo` and `make test` each install what they need into .venv first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install lint test test-fast demo bench-stream bench-quality clean
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch first, pinned, so nothing below can pull a multi-GB CUDA wheel.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest -q --timeout=600
+
+demo: install
+	$(VENV)/bin/recstream demo
+
+bench-stream: install
+	$(VENV)/bin/recstream bench stream --json bench/results/stream.json
+
+bench-quality: install
+	$(VENV)/bin/recstream bench quality --json bench/results/quality_ml100k_cpu.json
+
+clean:
+	rm -rf $(VENV) .recstream .pytest_cache .mypy_cache .ruff_cache

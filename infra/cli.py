@@ -1,0 +1,155 @@
+"""The ``recstream`` command line: one entry point, a subcommand per part.
+
+Run: ``recstream --help``; e.g. ``recstream stack up``, ``recstream produce --source
+synthetic --rate 500``, ``recstream stream run``, ``recstream train``, ``recstream serve``,
+``recstream demo``, ``recstream bench stream --json PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+
+from rich.console import Console
+
+console = Console()
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from infra import stack
+
+    s = stack.StackSettings()
+    if args.action == "up":
+        try:
+            stack.up(s, ray=not args.no_ray, log=console.print)
+        except stack.StackError as exc:
+            console.print(f"[red]stack up failed[/red]: {exc}")
+            return 1
+    elif args.action == "down":
+        stack.down(s, log=console.print)
+    else:
+        st = stack.status(s)
+        for line in st.lines(s):
+            console.print(line)
+        return 0 if (st.kafka and st.feast) else 1
+    return 0
+
+
+def _produce(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from infra.train import load_frame
+    from stream.producer import events_from_frame, produce
+    from stream.settings import stream_settings
+
+    s = stream_settings()
+    frame = load_frame(args.source, args.events, Path(args.data))
+    if args.limit:
+        frame = frame.head(args.limit)
+    events = events_from_frame(frame, live=args.live, id_prefix=args.id_prefix)
+    with Progress(console=console) as progress:
+        task = progress.add_task("producing", total=None)
+        n = produce(events, s.kafka, rate=args.rate,
+                    on_sent=lambda k: progress.update(task, completed=k))
+    console.print(f"sent {n} events to {s.kafka.topics.events} at {s.kafka.bootstrap_servers}")
+    return 0
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from stream.service import run_service
+    from stream.settings import stream_settings
+
+    run_service(stream_settings(), threading.Event())
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from infra.train import load_frame, train_full, train_settings
+
+    s = train_settings()
+    if args.arch:
+        s = s.model_copy(update={"arch": args.arch})
+    if args.out:
+        s = s.model_copy(update={"out_dir": Path(args.out)})
+    frame = load_frame(args.source, args.events, Path(args.data or s.ml100k_dir))
+    console.print_json(json.dumps(train_full(frame, s)))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from infra.serving import run_forever
+
+    return run_forever()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from infra.demo import run_demo
+
+    return run_demo(keep=args.keep, events=args.events, rate=args.rate)
+
+
+def _bench(args: argparse.Namespace, rest: list[str]) -> int:
+    if args.which == "stream":
+        from bench.stream import main as bench_main
+    else:
+        from bench.quality import main as bench_main
+    return int(bench_main(rest))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recstream", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    st = sub.add_parser("stack", help="start, inspect or stop the local stack")
+    st.add_argument("action", choices=["up", "status", "down"])
+    st.add_argument("--no-ray", action="store_true", help="broker and Feast only")
+
+    pr = sub.add_parser("produce", help="write events to Kafka")
+    pr.add_argument("--source", choices=["synthetic", "movielens"], default="synthetic")
+    pr.add_argument("--events", type=int, default=10_000, help="synthetic impressions")
+    pr.add_argument("--data", default="../shared/data/ml-100k", help="MovieLens folder")
+    pr.add_argument("--limit", type=int, default=0, help="first N rows only")
+    pr.add_argument("--rate", type=float, default=None, help="events per second")
+    pr.add_argument("--live", action="store_true", help="stamp events with the wall clock")
+    pr.add_argument("--id-prefix", default="ev")
+
+    sr = sub.add_parser("stream", help="the consumer service")
+    sr.add_argument("action", choices=["run"])
+
+    tr = sub.add_parser("train", help="full training, checkpoint to TRAIN_OUT_DIR")
+    tr.add_argument("--source", choices=["synthetic", "movielens"], default="synthetic")
+    tr.add_argument("--events", type=int, default=20_000)
+    tr.add_argument("--data", default=None)
+    tr.add_argument("--arch", choices=["base", "din", "dien"], default=None)
+    tr.add_argument("--out", default=None)
+
+    sub.add_parser("serve", help="run the Ray Serve app until interrupted")
+
+    de = sub.add_parser("demo", help="stack up, stream, train, serve, rank, stack down")
+    de.add_argument("--keep", action="store_true", help="leave everything running")
+    de.add_argument("--events", type=int, default=4000)
+    de.add_argument("--rate", type=float, default=1000.0)
+
+    be = sub.add_parser("bench", help="benchmarks (options after the name go to it)")
+    be.add_argument("which", choices=["stream", "quality"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``recstream`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if argv[:1] == ["bench"]:
+        args, rest = parser.parse_known_args(argv)
+        return _bench(args, rest)
+    args = parser.parse_args(argv)
+    handlers = {"stack": _stack, "produce": _produce, "stream": _stream, "train": _train,
+                "serve": _serve, "demo": _demo}
+    return int(handlers[args.cmd](args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

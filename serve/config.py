@@ -1,0 +1,82 @@
+"""Typed configuration of the serving app: variants, their traffic weights and batch limits.
+
+Loaded from a YAML file (``infra/serve.yaml`` by default) by :func:`load_app_config`;
+``SERVE_*`` env vars (:class:`ServeSettings`) say where that file and the Feast store are.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from features.store import FeastConfig
+
+
+class BatchConfig(BaseModel):
+    """Dynamic batching limits of a scorer; sent to replicas as ``user_config``."""
+
+    max_batch_size: int = Field(default=32, ge=1)
+    batch_wait_timeout_s: float = Field(default=0.005, ge=0)
+
+
+class VariantConfig(BaseModel):
+    """One model variant of an A/B test."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    model_dir: Path
+    weight: float = Field(default=1.0, ge=0)
+    num_replicas: int = Field(default=1, ge=1)
+    # "auto": one GPU per replica where the cluster has GPUs, else CPU.
+    gpus_per_replica: float | str = "auto"
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+
+
+class AppConfig(BaseModel):
+    """The whole serving app."""
+
+    name: str = "recstream"
+    route_prefix: str = "/"
+    max_candidates: int = Field(default=1000, ge=1)
+    max_history: int = Field(default=50, ge=1)
+    variants: list[VariantConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> AppConfig:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must be unique, got {names}")
+        if sum(v.weight for v in self.variants) <= 0:
+            raise ValueError("at least one variant needs a positive weight")
+        return self
+
+
+class ServeSettings(BaseSettings):
+    """Settings of the serving part, from ``SERVE_*`` env vars."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVE_", env_nested_delimiter="__")
+
+    config_path: Path = Path(__file__).resolve().parent.parent / "infra" / "serve.yaml"
+    feast: FeastConfig = Field(default_factory=FeastConfig)
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    ray_address: str = "127.0.0.1:6390"
+
+
+@lru_cache(maxsize=1)
+def serve_settings() -> ServeSettings:
+    """The process-wide settings, read from the environment once."""
+    return ServeSettings()
+
+
+def load_app_config(path: Path, base_dir: Path | None = None) -> AppConfig:
+    """Parse ``path``; relative model_dir entries resolve against ``base_dir`` (default cwd)."""
+    cfg = AppConfig.model_validate(yaml.safe_load(path.read_text()))
+    base = base_dir or Path.cwd()
+    for v in cfg.variants:
+        if not v.model_dir.is_absolute():
+            v.model_dir = (base / v.model_dir).resolve()
+    return cfg

@@ -1,0 +1,35 @@
+"""Request and response bodies of the HTTP API (``POST /rank``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Id = Annotated[int, Field(gt=0, lt=2**63)]
+
+
+class RankRequest(BaseModel):
+    """Score ``candidates`` for ``user_id``; ``variant`` forces an A/B arm (else sticky split)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id
+    candidates: list[Id] = Field(min_length=1, max_length=1000)
+    k: int | None = Field(default=None, ge=1)
+    variant: str | None = None
+    request_id: str | None = Field(default=None, max_length=64)
+
+
+class ScoredItem(BaseModel):
+    item_id: int
+    score: float
+
+
+class RankResponse(BaseModel):
+    user_id: int
+    request_id: str
+    variant: str
+    model_version: str
+    history_length: int
+    items: list[ScoredItem]
