@@ -11,11 +11,14 @@ import argparse
 import json
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 from rich.console import Console
 
 console = Console()
+# kafka-python and Feast use importlib.resources APIs that warn on every start.
+warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def _stack(args: argparse.Namespace) -> int:
