@@ -58,7 +58,9 @@ item_fv = FeatureView(
 ranker_v1 = FeatureService(
     name="ranker_v1",
     features=[user_behavior_fv[["hist_item_ids", "hist_cat_ids"]], item_fv[["category_id"]]],
-    description="Inputs of the DIN/DIEN ranker: the user's click sequence and the candidate's category",
+    description="DIN/DIEN ranker inputs: the user's click sequence, the candidate's category",
 )
 
-ALL_OBJECTS = [user, item, user_behavior_push, item_push, user_behavior_fv, item_fv, ranker_v1]
+ALL_OBJECTS: list[Entity | PushSource | FeatureView | FeatureService] = [
+    user, item, user_behavior_push, item_push, user_behavior_fv, item_fv, ranker_v1,
+]

@@ -35,7 +35,7 @@ class FeastConfig(BaseModel):
 
 
 def repo_config(cfg: FeastConfig) -> RepoConfig:
-    """The repo's feature_store.yaml with paths under ``cfg.data_dir`` and the chosen online store."""
+    """The repo's feature_store.yaml, paths under ``cfg.data_dir``, the chosen online store."""
     raw: dict[str, Any] = yaml.safe_load((REPO_DIR / "feature_store.yaml").read_text())
     data_dir = cfg.data_dir.resolve()
     raw["project"] = cfg.project
@@ -150,7 +150,7 @@ class FeatureAccess:
     def ranker_features(
         self, user_id: int, item_ids: Sequence[int]
     ) -> tuple[list[int], list[int], list[int]]:
-        """Inputs of ``ranker_v1`` for one request: (hist items, hist categories, candidate categories).
+        """Inputs of ``ranker_v1`` for one request: (hist items, hist cats, candidate cats).
 
         A user with no clicks yet has an empty history; an item never seen gets category 0.
         """

@@ -63,6 +63,7 @@ def _produce(args: argparse.Namespace) -> int:
 
 def _stream(args: argparse.Namespace) -> int:
     from stream.service import run_service
+
     from stream.settings import stream_settings
 
     run_service(stream_settings(), threading.Event())

@@ -10,6 +10,7 @@ naming the component. Process ids live under the data directory so ``down`` find
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -92,9 +93,9 @@ def start_broker(port: int, log_path: Path) -> subprocess.Popen[bytes]:
         )
     try:
         _wait(f"kafka broker on {url}", lambda: proc.poll() is None and _port_open(port), 20)
-    except StackError:
+    except StackError as exc:
         proc.kill()
-        raise StackError(f"kafka: broker did not start (exit {proc.poll()}); see {log_path}")
+        raise StackError(f"kafka: broker did not start ({exc}); see {log_path}") from None
     return proc
 
 
@@ -177,10 +178,8 @@ def down(s: StackSettings, *, log: Callable[[str], None] = print) -> None:
     log("ray: stopped")
     if s.broker_pidfile.exists():
         pid = int(s.broker_pidfile.read_text())
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         s.broker_pidfile.unlink()
         deadline = time.monotonic() + 10
         while _port_open(s.kafka_port) and time.monotonic() < deadline:

@@ -21,9 +21,10 @@ def _gpus(setting: float | str, gpus_available: bool) -> float:
 
 def build_app(cfg: AppConfig, feast: FeastConfig, *, gpus_available: bool = False) -> Application:
     """The serving graph for ``cfg``; ``gpus_available`` resolves ``gpus_per_replica: auto``."""
-    reader = FeatureReader.bind(feast.model_dump(mode="json"))
+    reader = FeatureReader.bind(  # type: ignore[attr-defined]
+       feast.model_dump(mode="json"))
     scorers = {
-        v.name: Scorer.options(
+        v.name: Scorer.options(  # type: ignore[attr-defined]
             name=f"Scorer_{v.name}",
             num_replicas=v.num_replicas,
             ray_actor_options={"num_gpus": _gpus(v.gpus_per_replica, gpus_available)},
@@ -32,4 +33,4 @@ def build_app(cfg: AppConfig, feast: FeastConfig, *, gpus_available: bool = Fals
         for v in cfg.variants
     }
     weights = {v.name: v.weight for v in cfg.variants}
-    return Ranker.bind(reader, scorers, weights)
+    return Ranker.bind(reader, scorers, weights)  # type: ignore[attr-defined]

@@ -41,7 +41,6 @@ class Scorer:
 
     def __init__(self, model_dir: str, max_history: int) -> None:
         import torch
-
         from models.registry import load_checkpoint
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -50,8 +49,10 @@ class Scorer:
         self.max_history = max_history
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        self.score_batch.set_max_batch_size(int(user_config["max_batch_size"]))
-        self.score_batch.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+        self.score_batch.set_max_batch_size(  # type: ignore[attr-defined]
+            int(user_config["max_batch_size"]))
+        self.score_batch.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
+            float(user_config["batch_wait_timeout_s"]))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def score_batch(self, requests: list[tuple[list[int], ...]]) -> list[list[float]]:
@@ -80,7 +81,7 @@ class Ranker:
         self.names = list(weights)
         self.weights = [weights[n] for n in self.names]
         self.requests = Counter("recstream_rank_requests", description="POST /rank calls",
-                                tag_keys=("variant", "status"))
+                                tag_keys=("variant", "status"))  # type: ignore[arg-type]
         self.latency = Histogram("recstream_rank_latency_ms", description="POST /rank latency",
                                  boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
                                  tag_keys=("variant",))

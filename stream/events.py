@@ -34,7 +34,7 @@ class Event(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     event_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=64)
     event_type: EventType
     user_id: PositiveId

@@ -75,7 +75,9 @@ def make_producer(cfg: KafkaConfig, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**opts)
 
 
-def make_consumer(cfg: KafkaConfig, group_id: str | None, *topics: str, **overrides: Any) -> KafkaConsumer:
+def make_consumer(
+    cfg: KafkaConfig, group_id: str | None, *topics: str, **overrides: Any
+) -> KafkaConsumer:
     """A consumer with manual commits and the short group timings of ``cfg``."""
     opts: dict[str, Any] = {
         "group_id": group_id,
