@@ -42,6 +42,7 @@ class StackSettings(BaseSettings):
     kafka_port: int = 19092
     partitions: int = Field(default=4, ge=1)
     ray_port: int = 6390
+    ray_metrics_port: int = 9102
     ray_num_cpus: int | None = None
     feast: FeastConfig = Field(default_factory=FeastConfig)
 
@@ -104,10 +105,14 @@ def _ray_cli() -> str:
     return str(ray) if ray.exists() else (shutil.which("ray") or "ray")
 
 
-def start_ray(port: int, num_cpus: int | None = None) -> None:
-    """Start a local Ray head node on 127.0.0.1:``port`` (no dashboard, no usage stats)."""
+def start_ray(port: int, metrics_port: int, num_cpus: int | None = None) -> None:
+    """Start a local Ray head node on 127.0.0.1:``port`` (no dashboard, no usage stats).
+
+    Ray's metrics agent (Serve metrics included) answers Prometheus on ``metrics_port``.
+    """
     cmd = [_ray_cli(), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-           "--include-dashboard=false", "--disable-usage-stats"]
+           "--include-dashboard=false", "--disable-usage-stats",
+           f"--metrics-export-port={metrics_port}"]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -166,7 +171,7 @@ def up(s: StackSettings, *, ray: bool = True, log: Callable[[str], None] = print
         raise StackError(f"feast: apply failed: {exc}") from exc
     log(f"feast: repo applied ({s.feast.online_store} online store)")
     if ray and not _port_open(s.ray_port):
-        start_ray(s.ray_port, s.ray_num_cpus)
+        start_ray(s.ray_port, s.ray_metrics_port, s.ray_num_cpus)
         _wait("ray head", lambda: _port_open(s.ray_port), 60)
     if ray:
         log(f"ray: head node at {ray_address(s.ray_port)}")
