@@ -1,0 +1,252 @@
+"""The consumer of the ``events`` topic: validation, user sequences in Feast, commits.
+
+Run: ``recstream stream run`` (see :mod:`stream.service`), or in code::
+
+    consumer = StreamConsumer(settings)
+    consumer.run(stop_event)      # or consumer.poll_once() in a loop
+    consumer.close()
+
+One micro-batch = one ``poll``: every message is validated (invalid ones go to the DLQ),
+the batch's clicks are applied to the cached sequences of their users, labelled samples
+are derived (:mod:`stream.samples`), then in this order: samples, DLQ records and the
+join-state changelog are flushed to Kafka, the changed sequences and item categories are
+written to Feast (one push each), and the offsets are committed. A crash between any two
+steps is repaired on restart by the skip rules of docs/stream.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+from tenacity import retry, stop_after_attempt, wait_exponential
+
+from features.store import FeatureAccess, UserSequence
+from stream import metrics
+from stream.dlq import DeadLetter, validate
+from stream.events import Event, EventType, InvalidEvent
+from stream.kafka import make_consumer, make_producer
+from stream.samplelog import SampleLog
+from stream.samples import JoinState, Sample
+from stream.sequences import apply_click, snapshot
+from stream.settings import StreamSettings
+
+log = logging.getLogger(__name__)
+_FRESHNESS_MAX_S = 3600.0  # older events are replays of history, not freshness
+
+
+@dataclass
+class _Partition:
+    """What this consumer holds for one assigned partition."""
+
+    users: dict[int, UserSequence] = field(default_factory=dict)
+    join: JoinState | None = None  # None until restored after the assignment
+    last_event_wall: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Batch:
+    """The effects of one micro-batch, written out together."""
+
+    changed: dict[int, UserSequence] = field(default_factory=dict)
+    items: dict[int, int] = field(default_factory=dict)
+    clicks_ts_ms: list[int] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    touched: set[int] = field(default_factory=set)
+    commits: dict[TopicPartition, OffsetAndMetadata] = field(default_factory=dict)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, owner: StreamConsumer) -> None:
+        self.owner = owner
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            self.owner._parts.pop(tp.partition, None)
+            metrics.PENDING.labels(str(tp.partition)).set(0)
+        log.info("revoked %s", sorted(tp.partition for tp in revoked))
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            self.owner._parts[tp.partition] = _Partition()
+        log.info("assigned %s", sorted(tp.partition for tp in assigned))
+
+
+class StreamConsumer:
+    """One member of the consumer group on the events topic (see module docstring)."""
+
+    def __init__(self, settings: StreamSettings, *, client_id: str | None = None) -> None:
+        self.settings = settings
+        self.cfg = settings.kafka
+        self.topic = self.cfg.topics.events
+        self.client_id = client_id or "recstream-stream"
+        self._parts: dict[int, _Partition] = {}
+        self._known_items: dict[int, int] = {}
+        self.features = FeatureAccess.open(settings.feast)
+        self.producer: KafkaProducer = make_producer(
+            self.cfg, client_id=f"{self.client_id}-out", acks="all",
+            max_in_flight_requests_per_connection=1, linger_ms=2)
+        self.samples = SampleLog(settings, self.producer)
+        self.consumer: KafkaConsumer = make_consumer(
+            self.cfg, settings.group_id, client_id=self.client_id)
+        self.consumer.subscribe([self.topic], listener=_Listener(self))
+        self.freshness_ms: list[float] = []  # kept for the benchmark; metrics get the same
+        self.keep_freshness = False
+
+    # -- one micro-batch ------------------------------------------------------------------
+    def poll_once(self, timeout_ms: int = 200) -> int:
+        """Process one micro-batch; return the number of messages consumed."""
+        polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.cfg.max_poll_records)
+        self._restore_assigned()
+        n = sum(len(recs) for recs in polled.values())
+        if n == 0:
+            self._idle_flush()
+            self._update_lag()
+            return 0
+        t0 = time.perf_counter()
+        batch = _Batch()
+        parsed: list[tuple[int, ConsumerRecord, Event | None]] = []
+        for tp, recs in polled.items():
+            for rec in recs:
+                parsed.append((tp.partition, rec, self._validate(tp.partition, rec)))
+            batch.commits[tp] = OffsetAndMetadata(recs[-1].offset + 1, "", -1)
+        self._load_users(parsed)
+        for partition, rec, event in parsed:
+            if event is not None:
+                self._apply(partition, rec.offset, event, batch)
+        self._write(batch)
+        metrics.BATCH_SIZE.observe(n)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
+        self._update_lag()
+        return n
+
+    def _validate(self, partition: int, rec: ConsumerRecord) -> Event | None:
+        try:
+            return validate(rec.key, rec.value, self.settings.max_future_skew_s)
+        except InvalidEvent as exc:
+            dead = DeadLetter(key=rec.key, value=rec.value or b"", reason=exc.reason,
+                              detail=exc.detail, source_topic=rec.topic,
+                              source_partition=partition, source_offset=rec.offset)
+            self.producer.send(self.cfg.topics.dlq, key=rec.key, value=dead.value,
+                               headers=dead.headers())
+            metrics.DLQ.labels(exc.reason).inc()
+            metrics.EVENTS.labels("unknown", "dlq").inc()
+            return None
+
+    def _load_users(self, parsed: list[tuple[int, ConsumerRecord, Event | None]]) -> None:
+        """Fill the cache with the batch's users not seen since the assignment (one read)."""
+        missing = {(p, e.user_id) for p, _, e in parsed
+                   if e is not None and e.user_id not in self._parts[p].users}
+        if not missing:
+            return
+        found = self.features.read_sequences(u for _, u in missing)
+        for p, user in missing:
+            self._parts[p].users[user] = found.get(user) or UserSequence()
+
+    def _apply(self, partition: int, offset: int, event: Event, batch: _Batch) -> None:
+        part = self._parts[partition]
+        part.last_event_wall = time.monotonic()
+        seq = part.users[event.user_id]
+        if self._known_items.get(event.item_id) != event.category_id:
+            batch.items[event.item_id] = event.category_id
+        before = snapshot(seq) if event.event_type is EventType.CLICK else None
+        if part.join is not None:
+            batch.samples.extend(part.join.on_event(partition, offset, event, seq, before))
+            batch.touched.add(partition)
+        if event.event_type is EventType.CLICK:
+            applied = apply_click(seq, event.item_id, event.category_id, event.ts_ms,
+                                  partition, offset, self.settings.max_history)
+            if applied:
+                batch.changed[event.user_id] = seq
+                batch.clicks_ts_ms.append(event.ts_ms)
+            else:
+                metrics.REPLAYED.labels("click").inc()
+        metrics.EVENTS.labels(event.event_type.value, "ok").inc()
+
+    def _write(self, batch: _Batch) -> None:
+        """Samples + changelog + DLQ to Kafka, then Feast, then the commit (this order)."""
+        self.samples.emit(batch.samples, {p: self._parts[p].join for p in batch.touched
+                                          if p in self._parts})
+        self.producer.flush()
+        t0 = time.perf_counter()
+        self._feast_write(batch)
+        done = time.time()
+        metrics.FEAST_WRITE.observe(time.perf_counter() - t0)
+        for ts_ms in batch.clicks_ts_ms:
+            age = done - ts_ms / 1000.0
+            if 0.0 <= age < _FRESHNESS_MAX_S:
+                metrics.FRESHNESS.observe(age)
+                if self.keep_freshness:
+                    self.freshness_ms.append(age * 1000.0)
+        for item, cat in batch.items.items():
+            self._known_items[item] = cat
+        self._commit(batch.commits)
+
+    @retry(stop=stop_after_attempt(5), wait=wait_exponential(0.05, max=2), reraise=True)
+    def _feast_write(self, batch: _Batch) -> None:
+        self.features.write_sequences(batch.changed)
+        self.features.write_items(batch.items)
+
+    def _commit(self, commits: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        owned = {tp: om for tp, om in commits.items() if tp.partition in self._parts}
+        if not owned:
+            return
+        try:
+            self.consumer.commit(owned)
+        except (CommitFailedError, KafkaError) as exc:
+            # A rebalance took the partitions; the next owner replays and skips what we
+            # applied (last_offset in the feature row, sample ids), so nothing is lost.
+            log.warning("commit failed (%s); the next owner replays from the last commit", exc)
+
+    # -- assignment, idleness, lag -----------------------------------------------------------
+    def _restore_assigned(self) -> None:
+        for partition, part in self._parts.items():
+            if part.join is None:
+                part.join = self.samples.restore(partition)
+                metrics.RESTORES.inc()
+
+    def _idle_flush(self) -> None:
+        """Close the windows of caught-up partitions idle for a whole window of wall time."""
+        window = self.settings.attribution_window_s
+        samples: list[Sample] = []
+        touched: set[int] = set()
+        now = time.monotonic()
+        for partition, part in self._parts.items():
+            join = part.join
+            if join is None or not join.pending or now - part.last_event_wall < window:
+                continue
+            tp = TopicPartition(self.topic, partition)
+            if self.consumer.highwater(tp) != self.consumer.position(tp):
+                continue
+            samples.extend(join.flush(partition, int(time.time() * 1000)))
+            touched.add(partition)
+        if touched:
+            self.samples.emit(samples, {p: self._parts[p].join for p in touched})
+            self.producer.flush()
+
+    def _update_lag(self) -> None:
+        for partition in list(self._parts):
+            tp = TopicPartition(self.topic, partition)
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                metrics.LAG.labels(str(partition)).set(max(0, high - self.consumer.position(tp)))
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Poll and process until ``stop`` is set (each batch fully committed before the next)."""
+        while not stop.is_set():
+            self.poll_once()
+
+    def close(self) -> None:
+        """Leave the group and close the clients (everything processed is already committed)."""
+        try:
+            self.producer.flush()
+        finally:
+            self.consumer.close(autocommit=False)
+            self.producer.close()

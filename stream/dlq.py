@@ -1,0 +1,62 @@
+"""Validation of raw messages and the dead-letter record of those that fail it.
+
+A message that fails the contract goes to ``events.dlq`` unchanged: the value is the original
+bytes, the key the original key, and Kafka headers carry ``reason``, ``detail``,
+``source_topic``, ``source_partition`` and ``source_offset``. Reasons are the labels of
+:func:`stream.events.parse_event` plus ``future_ts`` for the service's own skew limit and
+``key_mismatch`` (the key is not the user id, so the user would leave its partition).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from stream.events import Event, InvalidEvent, parse_event
+
+REASONS = ("empty", "oversize", "not_json", "unknown_schema_version", "future_ts",
+           "invalid_field", "key_mismatch")
+
+
+def validate(key: bytes | None, value: bytes | None, max_future_skew_s: float,
+             now: datetime | None = None) -> Event:
+    """Parse one message; raise :class:`InvalidEvent` with a reason when it is unusable."""
+    event = parse_event(value)
+    now = now or datetime.now(UTC)
+    if (event.ts - now).total_seconds() > max_future_skew_s:
+        raise InvalidEvent("future_ts", f"ts {event.ts.isoformat()} is more than "
+                                        f"{max_future_skew_s:g} s ahead of {now.isoformat()}")
+    if key is not None and key != event.key():
+        raise InvalidEvent("key_mismatch", f"key {key[:40]!r} is not user id {event.user_id}")
+    return event
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One rejected message, as written to the dead-letter topic."""
+
+    key: bytes | None
+    value: bytes
+    reason: str
+    detail: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [
+            ("reason", self.reason.encode()),
+            ("detail", self.detail[:500].encode()),
+            ("source_topic", self.source_topic.encode()),
+            ("source_partition", str(self.source_partition).encode()),
+            ("source_offset", str(self.source_offset).encode()),
+        ]
+
+    @classmethod
+    def from_headers(cls, key: bytes | None, value: bytes | None,
+                     headers: list[tuple[str, bytes]]) -> DeadLetter:
+        """Read a dead-letter record back (tests, tooling)."""
+        h = {k: v.decode() for k, v in headers}
+        return cls(key=key, value=value or b"", reason=h["reason"], detail=h["detail"],
+                   source_topic=h["source_topic"], source_partition=int(h["source_partition"]),
+                   source_offset=int(h["source_offset"]))

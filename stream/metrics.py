@@ -1,0 +1,76 @@
+"""Prometheus metrics of the consumer service; every name is documented in docs/metrics.md.
+
+Metrics live in the process-wide default registry, so one ``/metrics`` port
+(:func:`start_metrics_server`) exposes all consumers of a process. Label values are small,
+closed sets (event type, outcome, reason, partition, label).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_FRESHNESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0,
+                      10.0, 30.0)
+_BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000)
+
+EVENTS = Counter(
+    "recstream_stream_events_total",
+    "Messages consumed from the events topic, by event type and outcome",
+    ["event_type", "outcome"],
+)
+DLQ = Counter(
+    "recstream_stream_dlq_total",
+    "Messages sent to the dead-letter topic, by reason",
+    ["reason"],
+)
+LAG = Gauge(
+    "recstream_stream_consumer_lag",
+    "Messages between this consumer's position and the end of the partition",
+    ["partition"],
+)
+BATCH_SIZE = Histogram(
+    "recstream_stream_batch_size",
+    "Messages per processed micro-batch",
+    buckets=_BATCH_BUCKETS,
+)
+FEAST_WRITE = Histogram(
+    "recstream_stream_feast_write_seconds",
+    "Duration of one micro-batch's Feast online write (sequences and items)",
+    buckets=_LATENCY_BUCKETS,
+)
+BATCH_SECONDS = Histogram(
+    "recstream_stream_batch_seconds",
+    "Duration of one micro-batch from poll return to offset commit",
+    buckets=_LATENCY_BUCKETS,
+)
+FRESHNESS = Histogram(
+    "recstream_stream_feature_freshness_seconds",
+    "Event time of a click to the moment its new sequence is readable online",
+    buckets=_FRESHNESS_BUCKETS,
+)
+SAMPLES = Counter(
+    "recstream_stream_samples_total",
+    "Labelled training samples emitted, by label",
+    ["label"],
+)
+PENDING = Gauge(
+    "recstream_stream_pending_impressions",
+    "Impressions waiting in the attribution window for their click",
+    ["partition"],
+)
+REPLAYED = Counter(
+    "recstream_stream_replayed_total",
+    "Events skipped or samples suppressed because a previous run already applied them",
+    ["what"],
+)
+RESTORES = Counter(
+    "recstream_stream_partition_restores_total",
+    "Partitions whose state was rebuilt after an assignment (start, restart, rebalance)",
+)
+
+
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
+    """Serve ``/metrics`` on ``port`` in a daemon thread (no-op for port 0)."""
+    if port:
+        start_http_server(port, addr=addr)

@@ -1,0 +1,183 @@
+"""Kafka side of the join: emit samples, write the join-state changelog, restore a partition.
+
+Two topics per source partition ``p``:
+
+* ``samples`` partition ``p % n``: one JSON :class:`~stream.samples.Sample` per record, key =
+  sample id. Written with ``acks=all`` and one request in flight, so a crash leaves a prefix.
+* ``{samples}.joinstate`` partition ``p % n``: one record per micro-batch and partition, key
+  ``p``, holding the delta of the open impressions (``add`` with their history snapshots,
+  ``done`` offsets), the watermark, ``upto`` (last source offset covered), ``emit_pos`` (the
+  samples offset after this batch's samples), ``ahead`` and ``restore_from`` (the changelog
+  offset of the oldest record still holding an open impression; ``null`` = this record).
+
+Per batch: samples are flushed, then the changelog record, then Feast, then the commit.
+A restore reads the last changelog record of ``p`` and the records from its
+``restore_from``; then the samples written after ``emit_pos`` by a run that crashed before
+its changelog record: their ids are closed (if open) or remembered in ``ahead``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import TopicAlreadyExistsError
+
+from stream import metrics
+from stream.kafka import make_consumer
+from stream.samples import JoinState, Pending, Sample
+from stream.settings import StreamSettings
+
+log = logging.getLogger(__name__)
+
+
+def state_topic(settings: StreamSettings) -> str:
+    """Name of the join-state changelog topic (derived from the samples topic)."""
+    return f"{settings.kafka.topics.samples}.joinstate"
+
+
+def ensure_state_topic(settings: StreamSettings) -> None:
+    """Create the changelog topic with as many partitions as the events topic, if missing."""
+    cfg = settings.kafka
+    admin = KafkaAdminClient(client_id="recstream-joinstate", **cfg.common())
+    try:
+        if state_topic(settings) not in set(admin.list_topics()):
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(state_topic(settings), cfg.partitions,
+                                              cfg.replication_factor)])
+    finally:
+        admin.close()
+
+
+class SampleLog:
+    """Writes samples and changelog records with ``producer``; restores join state."""
+
+    def __init__(self, settings: StreamSettings, producer: KafkaProducer) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.samples_topic = settings.kafka.topics.samples
+        self.state_topic = state_topic(settings)
+        ensure_state_topic(settings)
+        self.n_samples = self._partitions(self.samples_topic)
+        self.n_state = self._partitions(self.state_topic)
+        self.reader: KafkaConsumer = make_consumer(settings.kafka, None, client_id="joinstate")
+
+    def _partitions(self, topic: str) -> int:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            parts = self.producer.partitions_for(topic)
+            if parts:
+                return len(parts)
+            time.sleep(0.2)
+        raise RuntimeError(f"topic {topic} has no partitions")
+
+    # -- writing ---------------------------------------------------------------------------
+    def emit(self, samples: list[Sample], joins: dict[int, JoinState | None]) -> None:
+        """Send ``samples``, then one changelog record per partition of ``joins``; flush both."""
+        last: dict[int, Any] = {}
+        for s in samples:
+            last[s.source_partition] = self.producer.send(
+                self.samples_topic, key=s.sample_id.encode(), value=s.to_bytes(),
+                partition=s.source_partition % self.n_samples)
+            metrics.SAMPLES.labels(str(s.label)).inc()
+        if samples:
+            self.producer.flush()
+        sent: dict[int, Any] = {}
+        for p, join in joins.items():
+            if join is None:
+                continue
+            if p in last:
+                join.emit_pos = last[p].get().offset + 1
+            live = [e.log_offset for e in join.pending.values() if e.log_offset is not None]
+            record = {
+                "p": p, "upto": join.upto, "wm": join.watermark_ms, "emit_pos": join.emit_pos,
+                "restore_from": min(live) if live else None, "ahead": sorted(join.ahead),
+                "add": [join.pending[o].to_json() for o in join.added],
+                "done": join.done,
+            }
+            sent[p] = self.producer.send(
+                self.state_topic, key=str(p).encode(), partition=p % self.n_state,
+                value=json.dumps(record, separators=(",", ":")).encode())
+        if sent:
+            self.producer.flush()
+        for p, fut in sent.items():
+            join = joins[p]
+            assert join is not None
+            offset = fut.get().offset
+            for o in join.added:
+                join.pending[o].log_offset = offset
+            join.added, join.done = [], []
+            metrics.PENDING.labels(str(p)).set(len(join.pending))
+
+    # -- restoring -------------------------------------------------------------------------
+    def _read(self, tp: TopicPartition, start: int, end: int) -> list[ConsumerRecord]:
+        if start >= end:
+            return []
+        self.reader.assign([tp])
+        self.reader.seek(tp, start)
+        out: list[ConsumerRecord] = []
+        deadline = time.monotonic() + 60
+        while self.reader.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {tp} [{start}, {end}) timed out")
+            for recs in self.reader.poll(timeout_ms=500).values():
+                out.extend(r for r in recs if r.offset < end)
+        return out
+
+    def _end(self, tp: TopicPartition) -> int:
+        return int(self.reader.end_offsets([tp])[tp])
+
+    def _last_record(self, p: int) -> ConsumerRecord | None:
+        tp = TopicPartition(self.state_topic, p % self.n_state)
+        hi = self._end(tp)
+        chunk = 64
+        key = str(p).encode()
+        while hi > 0:
+            lo = max(0, hi - chunk)
+            mine = [r for r in self._read(tp, lo, hi) if r.key == key]
+            if mine:
+                return mine[-1]
+            hi, chunk = lo, chunk * 4
+        return None
+
+    def restore(self, p: int) -> JoinState:
+        """The join state of partition ``p`` as the last run left it (see module docstring)."""
+        join = JoinState(window_ms=int(self.settings.attribution_window_s * 1000))
+        last = self._last_record(p)
+        key = str(p).encode()
+        if last is not None:
+            head = json.loads(last.value)
+            start = head["restore_from"] if head["restore_from"] is not None else last.offset
+            tp = TopicPartition(self.state_topic, p % self.n_state)
+            entries: dict[int, Pending] = {}
+            for rec in self._read(tp, start, last.offset + 1):
+                if rec.key != key:
+                    continue
+                body = json.loads(rec.value)
+                for row in body["add"]:
+                    entries[row[0]] = Pending.from_json(row, rec.offset)
+                for o in body["done"]:
+                    entries.pop(o, None)
+            for entry in sorted(entries.values(), key=lambda e: e.offset):
+                join.add(entry)
+            join.upto, join.watermark_ms = head["upto"], head["wm"]
+            join.emit_pos, join.ahead = head["emit_pos"], set(head["ahead"])
+        stp = TopicPartition(self.samples_topic, p % self.n_samples)
+        emitted = [r.key.decode() for r in self._read(stp, join.emit_pos, self._end(stp))
+                   if r.key is not None and r.key.split(b"-")[0] == key]
+        for sid in emitted:
+            offset = int(sid.split("-")[1])
+            if offset in join.pending:
+                join.close_emitted(offset)
+            elif offset > join.upto:
+                join.ahead.add(sid)
+        metrics.PENDING.labels(str(p)).set(len(join.pending))
+        log.info("partition %d restored: %d open impressions, upto %d, %d ahead",
+                 p, len(join.pending), join.upto, len(join.ahead))
+        return join

@@ -1,0 +1,211 @@
+"""Labelled training samples: the impression/click join of one partition, point in time.
+
+Rules (docs/stream.md has the full story), applied per partition in offset order:
+
+* ``watermark`` = the largest event time seen in the partition.
+* An impression opens a join entry; its history is the user's sequence at that moment
+  (before the event), cut to clicks with ``ts <= `` the impression's ts. It closes when the
+  watermark passes ``deadline = max(ts, watermark at arrival) + window`` (a late impression
+  still gets a whole window) and then becomes a negative sample.
+* A click matches the oldest open impression with the same ``(request_id, item)``, else
+  (when either side lacks a request id) the same ``(user, item)``: that impression becomes a
+  positive sample. A click that matches nothing is a positive sample of its own, with the
+  history before the click.
+* Before each event, entries whose deadline the event's watermark passed are closed, oldest
+  deadline first; an idle flush (no event for a window of wall time, partition caught up)
+  closes the entries whose deadline is before the wall clock.
+
+A sample's id is ``{partition}-{offset}`` of its impression (or lone click), so each source
+event yields at most one sample; ``ahead`` holds ids a crashed run already emitted past the
+restored state, and those are never emitted again.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from bisect import bisect_right
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+from features.store import UserSequence
+from stream.events import Event, EventType
+
+
+@dataclass
+class Sample:
+    """One labelled training example, as written to the samples topic (JSON) and parquet."""
+
+    sample_id: str
+    user_id: int
+    item_id: int
+    category_id: int
+    label: int
+    event_ts_ms: int
+    hist_item_ids: list[int]
+    hist_cat_ids: list[int]
+    hist_ts_ms: list[int]
+    source_partition: int
+    source_offset: int
+    request_id: str | None = None
+    variant: str | None = None
+    model_version: str | None = None
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Sample:
+        return cls(**json.loads(raw))
+
+
+def sample_id(partition: int, offset: int) -> str:
+    return f"{partition}-{offset}"
+
+
+def history_before(seq_snapshot: tuple[list[int], list[int], list[int]], ts_ms: int
+                   ) -> tuple[list[int], list[int], list[int]]:
+    """The part of a sequence snapshot with event time ``<= ts_ms`` (a prefix: it is sorted)."""
+    items, cats, stamps = seq_snapshot
+    cut = bisect_right(stamps, ts_ms)
+    return items[:cut], cats[:cut], stamps[:cut]
+
+
+@dataclass
+class Pending:
+    """An open impression waiting for its click."""
+
+    offset: int
+    user_id: int
+    item_id: int
+    category_id: int
+    ts_ms: int
+    deadline_ms: int
+    hist: tuple[list[int], list[int], list[int]]
+    request_id: str | None = None
+    variant: str | None = None
+    model_version: str | None = None
+    log_offset: int | None = None  # changelog offset of the record that added it
+
+    def sample(self, partition: int, label: int) -> Sample:
+        items, cats, stamps = self.hist
+        return Sample(sample_id(partition, self.offset), self.user_id, self.item_id,
+                      self.category_id, label, self.ts_ms, list(items), list(cats),
+                      list(stamps), partition, self.offset, self.request_id, self.variant,
+                      self.model_version)
+
+    def to_json(self) -> list[object]:
+        return [self.offset, self.user_id, self.item_id, self.category_id, self.ts_ms,
+                self.deadline_ms, *self.hist, self.request_id, self.variant,
+                self.model_version]
+
+    @classmethod
+    def from_json(cls, row: list, log_offset: int) -> Pending:
+        o, u, i, c, t, d, hi, hc, ht, r, v, m = row
+        return cls(o, u, i, c, t, d, (hi, hc, ht), r, v, m, log_offset)
+
+
+@dataclass
+class JoinState:
+    """The open impressions and watermark of one partition, plus changelog bookkeeping."""
+
+    window_ms: int
+    watermark_ms: int = -(2**62)
+    upto: int = -1  # last source offset whose join effects are in this state
+    emit_pos: int = 0  # samples-partition offset from which a restore looks for emitted ids
+    pending: dict[int, Pending] = field(default_factory=dict)
+    ahead: set[str] = field(default_factory=set)
+    _by_req: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    _by_user: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    _heap: list[tuple[int, int]] = field(default_factory=list)
+    added: list[int] = field(default_factory=list)  # since the last changelog record
+    done: list[int] = field(default_factory=list)
+
+    # -- state changes ---------------------------------------------------------------------
+    def add(self, entry: Pending) -> None:
+        self.pending[entry.offset] = entry
+        if entry.request_id is not None:
+            self._by_req.setdefault((entry.request_id, entry.item_id), []).append(entry.offset)
+        self._by_user.setdefault((entry.user_id, entry.item_id), []).append(entry.offset)
+        heapq.heappush(self._heap, (entry.deadline_ms, entry.offset))
+
+    def _resolve(self, offset: int) -> Pending:
+        entry = self.pending.pop(offset)
+        if entry.request_id is not None:
+            self._by_req[(entry.request_id, entry.item_id)].remove(offset)
+            if not self._by_req[(entry.request_id, entry.item_id)]:
+                del self._by_req[(entry.request_id, entry.item_id)]
+        key = (entry.user_id, entry.item_id)
+        self._by_user[key].remove(offset)
+        if not self._by_user[key]:
+            del self._by_user[key]
+        if entry.log_offset is None and offset in self.added:
+            self.added.remove(offset)  # opened and closed between two changelog records
+        else:
+            self.done.append(offset)
+        return entry
+
+    def _close_until(self, partition: int, limit_ms: int) -> Iterator[Sample]:
+        while self._heap and self._heap[0][0] < limit_ms:
+            _, offset = heapq.heappop(self._heap)
+            if offset in self.pending:
+                yield self._resolve(offset).sample(partition, 0)
+
+    def _match(self, event: Event) -> int | None:
+        if event.request_id is not None:
+            hit = self._by_req.get((event.request_id, event.item_id))
+            if hit:
+                return hit[0]
+        for offset in self._by_user.get((event.user_id, event.item_id), ()):
+            other = self.pending[offset].request_id
+            if event.request_id is None or other is None:
+                return offset
+        return None
+
+    # -- the rule ----------------------------------------------------------------------------
+    def on_event(self, partition: int, offset: int, event: Event, seq: UserSequence,
+                 before: tuple[list[int], list[int], list[int]] | None = None) -> list[Sample]:
+        """Samples released by one valid event (``seq`` = the user's sequence before it)."""
+        if offset <= self.upto:
+            return []  # a replay of an event whose join effects the restored state holds
+        self.upto = offset
+        ts = event.ts_ms
+        wm_before = self.watermark_ms
+        self.watermark_ms = max(self.watermark_ms, ts)
+        out = list(self._close_until(partition, self.watermark_ms))
+        sid = sample_id(partition, offset)
+        if event.event_type is EventType.IMPRESSION:
+            if sid in self.ahead:
+                self.ahead.discard(sid)  # a crashed run already labelled it
+                return out
+            snap = (list(seq.item_ids), list(seq.cat_ids), list(seq.ts_ms))
+            self.add(Pending(offset, event.user_id, event.item_id, event.category_id, ts,
+                             max(ts, wm_before) + self.window_ms, history_before(snap, ts),
+                             event.request_id, event.variant, event.model_version))
+            self.added.append(offset)
+            return out
+        hit = self._match(event)
+        if hit is not None:
+            entry = self._resolve(hit)
+            if entry.request_id is None:
+                entry.request_id = event.request_id
+            entry.variant = entry.variant or event.variant
+            entry.model_version = entry.model_version or event.model_version
+            out.append(entry.sample(partition, 1))
+        elif sid in self.ahead:
+            self.ahead.discard(sid)
+        else:
+            snap = before or (list(seq.item_ids), list(seq.cat_ids), list(seq.ts_ms))
+            items, cats, stamps = history_before(snap, ts)
+            out.append(Sample(sid, event.user_id, event.item_id, event.category_id, 1, ts,
+                              items, cats, stamps, partition, offset, event.request_id,
+                              event.variant, event.model_version))
+        return out
+
+    def close_emitted(self, offset: int) -> None:
+        """Close an open impression whose sample a crashed run already emitted."""
+        self._resolve(offset)
+
+    def flush(self, partition: int, now_ms: int) -> list[Sample]:
+        """Idle flush: close entries whose deadline is before the wall clock ``now_ms``."""
+        return list(self._close_until(partition, now_ms))

@@ -1,0 +1,63 @@
+"""The consumer service process: metrics endpoint, one consumer, clean shutdown on signals.
+
+Run: ``recstream stream run`` (settings from ``STREAM_*`` env vars), or
+``python -m stream.service [--settings-json PATH] [--client-id ID]`` (the entry point the
+crash tests kill with SIGKILL). SIGTERM/SIGINT stop it after the current micro-batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from stream.consumer import StreamConsumer
+from stream.metrics import start_metrics_server
+from stream.settings import StreamSettings
+
+log = logging.getLogger(__name__)
+
+
+def run_service(settings: StreamSettings, stop: threading.Event | None = None,
+                *, client_id: str | None = None) -> None:
+    """Serve /metrics on ``settings.metrics_port`` (0 = none) and consume until stopped.
+
+    Stops when ``stop`` is set or, when called from the main thread, on SIGTERM/SIGINT.
+    """
+    stop = stop or threading.Event()
+    previous: dict[signal.Signals, object] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        start_metrics_server(settings.metrics_port)
+        consumer = StreamConsumer(settings, client_id=client_id)
+        try:
+            log.info("consuming %s as group %s", settings.kafka.topics.events, settings.group_id)
+            consumer.run(stop)
+        finally:
+            consumer.close()
+    finally:
+        for sig_, handler in previous.items():
+            signal.signal(sig_, handler)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stream.service``: run the service; settings from env or a JSON file."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--settings-json", type=Path, help="StreamSettings as JSON")
+    parser.add_argument("--client-id", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.settings_json:
+        settings = StreamSettings.model_validate_json(args.settings_json.read_text())
+    else:
+        settings = StreamSettings()
+    run_service(settings, client_id=args.client_id)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
