@@ -1,0 +1,125 @@
+"""The EmbeddingBank: every id table of a ranker, versioned and saved apart from the top net.
+
+The bank owns the vocabularies (sorted raw ids seen when it was built) and maps raw int64 ids
+to rows itself, so callers never remap ids:
+
+* row 0 is padding (raw id 0, or any id <= 0): an all-zero vector that never trains;
+* row 1 is the table's shared out-of-vocabulary (OOV) row, used for any positive id that was
+  not in the vocabulary when the bank was built;
+* rows 2.. hold the vocabulary in sorted order (``torch.searchsorted``).
+
+An item is represented by ``[item vector, category vector]``; a new item falls back to the
+OOV item row but keeps its own category vector, so it still gets a meaningful score until the
+next weekly refresh. Training can replace a small share of known ids with the OOV id
+(``oov_dropout``) so that the OOV row and the top net learn what an unknown item looks like.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+PAD_ROW = 0
+OOV_ROW = 1
+ITEM = "item"
+CAT = "cat"
+
+
+def _vocab_tensor(ids: np.ndarray | torch.Tensor | list[int]) -> torch.Tensor:
+    arr = np.asarray(ids, dtype=np.int64).ravel()
+    return torch.from_numpy(np.unique(arr[arr > 0]))
+
+
+class EmbeddingBank(nn.Module):
+    """Id tables (``item``, ``cat`` and any others), each with its own sorted vocabulary.
+
+    ``version`` is the content hash given by ``models.registry.save_bank`` (None until saved
+    or loaded).
+    """
+
+    def __init__(self, vocabs: Mapping[str, np.ndarray | torch.Tensor | list[int]],
+                 dim: int = 16, init_std: float = 0.05) -> None:
+        super().__init__()
+        if ITEM not in vocabs or CAT not in vocabs:
+            raise ValueError("an EmbeddingBank needs at least the 'item' and 'cat' tables")
+        self.dim = dim
+        self.names = sorted(vocabs)
+        self.tables = nn.ModuleDict()
+        for name in self.names:
+            vocab = _vocab_tensor(vocabs[name])
+            self.register_buffer(f"vocab_{name}", vocab)
+            table = nn.Embedding(len(vocab) + 2, dim, padding_idx=PAD_ROW)
+            nn.init.normal_(table.weight, std=init_std)
+            with torch.no_grad():
+                table.weight[PAD_ROW].zero_()
+            self.tables[name] = table
+        self.version: str | None = None
+
+    def vocab(self, name: str) -> torch.Tensor:
+        """The sorted raw ids (int64) of table ``name``."""
+        out = getattr(self, f"vocab_{name}")
+        assert isinstance(out, torch.Tensor)
+        return out
+
+    def rows(self, name: str, ids: torch.Tensor, oov_dropout: float = 0.0) -> torch.Tensor:
+        """Row indices (same shape as ids) of raw ids: 0 padding, 1 OOV, 2.. vocabulary."""
+        vocab = self.vocab(name)
+        if len(vocab) == 0:
+            return torch.where(ids > 0, OOV_ROW, PAD_ROW)
+        pos = torch.searchsorted(vocab, ids).clamp_(max=len(vocab) - 1)
+        known = vocab[pos] == ids
+        rows = torch.where(known, pos + 2, OOV_ROW)
+        if oov_dropout > 0:
+            drop = torch.rand(ids.shape, device=ids.device) < oov_dropout
+            rows = torch.where(drop, OOV_ROW, rows)
+        return torch.where(ids > 0, rows, PAD_ROW)
+
+    def lookup(self, name: str, ids: torch.Tensor, oov_dropout: float = 0.0) -> torch.Tensor:
+        """Vectors (..., dim) of raw ids of table ``name``."""
+        return self.tables[name](self.rows(name, ids, oov_dropout))
+
+    def items(self, item_ids: torch.Tensor, cat_ids: torch.Tensor,
+              oov_dropout: float = 0.0) -> torch.Tensor:
+        """Item representations (..., 2 * dim): ``[item vector, category vector]``."""
+        return torch.cat([self.lookup(ITEM, item_ids, oov_dropout),
+                          self.lookup(CAT, cat_ids)], dim=-1)
+
+    def embed(self, batch: Mapping[str, torch.Tensor],
+              oov_dropout: float = 0.0) -> dict[str, torch.Tensor]:
+        """The embedded batch: ``query`` (B, E), ``hist`` (B, T, E), ``mask`` (B, T) and,
+        when the batch has negatives, ``neg`` (B, T, E); E = 2 * dim."""
+        out = {
+            "query": self.items(batch["item_id"], batch["cat_id"], oov_dropout),
+            "hist": self.items(batch["hist_item_ids"], batch["hist_cat_ids"], oov_dropout),
+            "mask": batch["hist_mask"].bool() & (batch["hist_item_ids"] > 0),
+        }
+        if "neg_item_ids" in batch:
+            out["neg"] = self.items(batch["neg_item_ids"], batch["neg_cat_ids"])
+        return out
+
+    @property
+    def out_dim(self) -> int:
+        """Size E of one item representation."""
+        return 2 * self.dim
+
+    def vocab_dict(self) -> dict[str, list[int]]:
+        """Vocabularies as plain lists (for JSON)."""
+        return {name: self.vocab(name).tolist() for name in self.names}
+
+    def content_hash(self) -> str:
+        """sha256 (first 16 hex digits) of every table and vocabulary, in name order."""
+        digest = hashlib.sha256()
+        for key, value in sorted(self.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def freeze(self) -> EmbeddingBank:
+        """No gradients, eval mode: the bank as incremental training must see it."""
+        self.requires_grad_(False)
+        self.eval()
+        return self

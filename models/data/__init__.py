@@ -1,0 +1,1 @@
+"""Data preparation for the rankers: MovieLens loading and (history, negatives) sample building."""

@@ -1,0 +1,1 @@
+"""Building blocks of the rankers: activations, MLP, DIN attention, GRU variants, DIEN aux loss."""

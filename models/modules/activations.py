@@ -1,0 +1,38 @@
+"""Activations of the DIN paper: Dice (data-adaptive PReLU) and PReLU, plus a name lookup."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Dice(nn.Module):
+    """Dice (Zhou et al. 2018, eq. 9): ``p(s) * s + (1 - p(s)) * alpha * s``.
+
+    ``p(s) = sigmoid((s - E[s]) / sqrt(Var[s] + eps))`` with batch statistics in training
+    and running statistics in eval, per channel (the last dimension).
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(dim, eps=eps, affine=False)
+        self.alpha = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])  # (N, H)
+        p = torch.sigmoid(self.bn(flat)).reshape(shape)  # (..., H)
+        return p * x + (1.0 - p) * self.alpha * x
+
+
+def make_activation(name: str, dim: int) -> nn.Module:
+    """An activation module by name: ``dice``, ``prelu``, ``relu`` or ``sigmoid``."""
+    if name == "dice":
+        return Dice(dim)
+    if name == "prelu":
+        return nn.PReLU(dim)
+    if name == "relu":
+        return nn.ReLU()
+    if name == "sigmoid":
+        return nn.Sigmoid()
+    raise ValueError(f"unknown activation {name!r} (dice, prelu, relu, sigmoid)")

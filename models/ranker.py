@@ -1,0 +1,63 @@
+"""The common shape of every architecture: an EmbeddingBank plus a TopNet.
+
+``Ranker.forward(batch) -> logits (B,)`` embeds the raw-id batch with the bank and hands the
+vectors to the top net; the loss lives outside (``models.train``). ``forward_with_aux`` also
+returns the architecture's auxiliary loss (DIEN's; zero elsewhere) for training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from models.bank import EmbeddingBank
+
+
+class TopNet(nn.Module):
+    """Everything above the embeddings; subclasses implement ``forward_with_aux``."""
+
+    def forward_with_aux(self, emb: dict[str, torch.Tensor]
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B,), auxiliary loss scalar) from an embedded batch."""
+        raise NotImplementedError
+
+    def forward(self, emb: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.forward_with_aux(emb)[0]
+
+
+def masked_sum(hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum pooling (B, E) of hist (B, T, E) over real positions of mask (B, T)."""
+    return (hist * mask.unsqueeze(-1)).sum(dim=1)
+
+
+class Ranker(nn.Module):
+    """An architecture: ``bank`` (EmbeddingBank) + ``top`` (TopNet) + its config ``cfg``."""
+
+    arch: ClassVar[str] = ""
+
+    def __init__(self, cfg: Any, bank: EmbeddingBank, top: TopNet) -> None:
+        super().__init__()
+        if getattr(cfg, "dim", bank.dim) != bank.dim:
+            raise ValueError(f"config dim {cfg.dim} != bank dim {bank.dim}")
+        self.cfg = cfg
+        self.bank = bank
+        self.top = top
+        self.top_version: str | None = None
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.top(self.bank.embed(batch))
+
+    def forward_with_aux(self, batch: Mapping[str, torch.Tensor], oov_dropout: float = 0.0
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B,), auxiliary loss) for training; ids may be dropped to OOV."""
+        return self.top.forward_with_aux(self.bank.embed(batch, oov_dropout))
+
+    @property
+    def version(self) -> str | None:
+        """``<arch>-<top hash>@bank-<bank version>`` once saved or loaded, else None."""
+        if self.top_version is None or self.bank.version is None:
+            return None
+        return f"{self.arch}-{self.top_version}@bank-{self.bank.version}"
