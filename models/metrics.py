@@ -21,8 +21,8 @@ def gauc(user_ids: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> float:
         yu = y[lo:hi]
         if yu.min() == yu.max():
             continue
-        total += float(roc_auc_score(yu, p[lo:hi])) * (hi - lo)
-        weight += hi - lo
+        total += float(roc_auc_score(yu, p[lo:hi])) * int(hi - lo)
+        weight += int(hi - lo)
     return total / weight if weight else float("nan")
 
 

@@ -1,0 +1,229 @@
+"""Quality benchmark: BaseModel, DIN and DIEN beside DeepCTR-Torch 0.3.0 on MovieLens.
+
+Run: ``python -m bench.quality --data ../shared/data/ml-100k --json
+bench/results/quality_ml100k_cpu.json`` (or ``recstream bench quality ...``).
+
+Protocol (docs/models.md): events in time order, label = rating >= 4, history = the user's
+earlier clicked items (most recent 50, oldest first), category = first genre, first 80% of
+events train and the last 20% test. Ours and the peer train on the same samples, the same
+split, the same machine and settings (epochs, embedding dim, Adam lr 1e-3, batch size);
+train samples/s = samples trained / wall seconds of the fit call, for both. The peer
+(``pip install --no-deps deepctr-torch==0.3.0``) is optional; without it its fields are null.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.data.movielens import load_movielens
+from models.data.samples import SampleSet, build_samples, time_split
+from models.inference import score_candidates
+from models.metrics import ranking_metrics
+from models.train import TrainConfig, build_model, evaluate, fit
+
+PEER = "deepctr-torch 0.3.0"
+PEER_ARCH = {"base": "WDL (sum-pooled history)", "din": "DIN", "dien": "DIEN (AUGRU, negsampling)"}
+
+
+def _peer_inputs(s: SampleSet, item_vocab: np.ndarray, cat_vocab: np.ndarray,
+                 neg: bool) -> dict[str, np.ndarray]:
+    """The samples as DeepCTR input arrays: ids remapped to 1..n (0 = padding)."""
+    def remap(vocab: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(vocab, ids)
+        return np.where(ids > 0, pos + 1, 0).astype(np.int64)
+
+    x = {"item_id": remap(item_vocab, s.item_id), "cate_id": remap(cat_vocab, s.cat_id),
+         "hist_item_id": remap(item_vocab, s.hist_item),
+         "hist_cate_id": remap(cat_vocab, s.hist_cat), "seq_length": s.hist_len.astype(np.int64)}
+    if neg:
+        x["neg_hist_item_id"] = remap(item_vocab, s.neg_item)
+        x["neg_hist_cate_id"] = remap(cat_vocab, s.neg_cat)
+    return x
+
+
+def run_peer(arch: str, train: SampleSet, test: SampleSet, item_vocab: np.ndarray,
+             cat_vocab: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    """Trains and evaluates the peer's model of ``arch``; its metrics and train speed."""
+    from deepctr_torch.inputs import SparseFeat, VarLenSparseFeat, get_feature_names
+    from deepctr_torch.models import DIEN, DIN, WDL
+
+    n_items, n_cats, dim, t = len(item_vocab) + 1, len(cat_vocab) + 1, args.dim, train.max_len
+    sparse = [SparseFeat("item_id", n_items, embedding_dim=dim),
+              SparseFeat("cate_id", n_cats, embedding_dim=dim)]
+    combiner = "sum" if arch == "base" else "mean"
+    hist = [VarLenSparseFeat(SparseFeat(f"{p}hist_item_id", n_items, embedding_dim=dim,
+                                        embedding_name="item_id"), t, combiner, "seq_length")
+            for p in (["", "neg_"] if arch == "dien" else [""])]
+    hist += [VarLenSparseFeat(SparseFeat(f"{p}hist_cate_id", n_cats, embedding_dim=dim,
+                                         embedding_name="cate_id"), t, combiner, "seq_length")
+             for p in (["", "neg_"] if arch == "dien" else [""])]
+    columns = sparse + hist
+    behaviour = ["item_id", "cate_id"]
+    device = "cuda:0" if args.device == "cuda" else "cpu"
+    model: Any
+    if arch == "base":
+        model = WDL(sparse, columns, device=device)
+    elif arch == "din":
+        model = DIN(columns, behaviour, device=device)
+    else:
+        model = DIEN(columns, behaviour, gru_type="AUGRU", use_negsampling=True, device=device)
+    model.compile("adam", "binary_crossentropy")
+    names = get_feature_names(columns)
+    x_train = _peer_inputs(train, item_vocab, cat_vocab, arch == "dien")
+    x_test = _peer_inputs(test, item_vocab, cat_vocab, arch == "dien")
+    start = time.perf_counter()
+    model.fit({k: x_train[k] for k in names}, train.label.astype(np.float32),
+              batch_size=args.batch_size, epochs=args.epochs, verbose=0, shuffle=True)
+    seconds = time.perf_counter() - start
+    probs = model.predict({k: x_test[k] for k in names}, batch_size=4096).ravel()
+    metrics = ranking_metrics(test.user_id, test.label, probs.astype(np.float64))
+    return {"peer_" + k: v for k, v in metrics.items()} | {
+        "peer_train_seconds": seconds,
+        "peer_train_samples_per_s": len(train) * args.epochs / seconds,
+        "peer_model": PEER_ARCH[arch]}
+
+
+def latency_ms(model: Any, test: SampleSet, candidates: int = 100, repeats: int = 50
+               ) -> dict[str, float]:
+    """p50 / p90 ms of score_candidates for one user with ``candidates`` candidates."""
+    rng = np.random.default_rng(0)
+    times = []
+    for r in range(repeats + 5):
+        i = int(rng.integers(len(test)))
+        n = int(test.hist_len[i])
+        cand = rng.integers(len(test), size=candidates)
+        start = time.perf_counter()
+        score_candidates(model, test.hist_item[i, :n], test.hist_cat[i, :n],
+                         test.item_id[cand], test.cat_id[cand])
+        if r >= 5:
+            times.append((time.perf_counter() - start) * 1e3)
+    q = statistics.quantiles(times, n=10)
+    return {"p50": statistics.median(times), "p90": q[-1], "candidates": float(candidates)}
+
+
+def machine(device: str) -> dict[str, Any]:
+    """Facts about where the benchmark ran."""
+    cpu = platform.processor()
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        for line in info.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    facts: dict[str, Any] = {
+        "cpu_model": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "python": platform.python_version(),
+        "platform": platform.platform(), "device": device}
+    try:
+        import deepctr_torch
+
+        facts["peer"] = f"deepctr-torch {deepctr_torch.__version__}"
+    except ImportError:
+        facts["peer"] = None
+    if device == "cuda" and torch.cuda.is_available():
+        facts["gpu"] = torch.cuda.get_device_name(0)
+    return facts
+
+
+def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's targets, checked on the measured rows (True / False / None if unknown)."""
+    by = {r["model"]: r for r in rows}
+    out: dict[str, Any] = {}
+    for arch, r in by.items():
+        if r.get("peer_auc") is not None:
+            out[f"{arch}_auc_beats_peer_by_0.01"] = r["auc"] - r["peer_auc"] >= 0.01
+        if r.get("peer_train_samples_per_s") and arch in ("din", "dien"):
+            out[f"{arch}_speed_at_least_5x_peer"] = (
+                r["train_samples_per_s"] >= 5 * r["peer_train_samples_per_s"])
+    if {"base", "din", "dien"} <= by.keys():
+        out["dien_gt_din_gt_base_auc"] = by["dien"]["auc"] > by["din"]["auc"] > by["base"]["auc"]
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="recstream bench quality", description=__doc__)
+    p.add_argument("--data", default="../shared/data/ml-100k", help="MovieLens folder")
+    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--dim", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--max-len", type=int, default=50)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--models", default="base,din,dien")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    p.add_argument("--no-peer", action="store_true", help="skip DeepCTR-Torch")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run: ``python -m bench.quality --json bench/results/quality_ml100k_cpu.json``."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("--device cuda asked but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    archs = [a.strip() for a in args.models.split(",") if a.strip()]
+    peer = not args.no_peer
+    if peer:
+        try:
+            import deepctr_torch  # noqa: F401
+        except ImportError:
+            print("DeepCTR-Torch is not installed; peer skipped "
+                  "(pip install --no-deps deepctr-torch==0.3.0)", file=sys.stderr)
+            peer = False
+    frame = load_movielens(args.data)
+    samples = build_samples(frame, max_len=args.max_len, seed=args.seed)
+    train, test = time_split(samples, 0.8)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      device=args.device, seed=args.seed)
+    rows: list[dict[str, Any]] = []
+    for arch in archs:
+        torch.manual_seed(args.seed)
+        model = build_model(arch, frame, dim=args.dim)
+        stats = fit(model, train, cfg)
+        row: dict[str, Any] = {"model": arch, **evaluate(model, test),
+                               "train_seconds": stats["seconds"],
+                               "train_samples_per_s": stats["samples_per_s"],
+                               "latency_ms_1x100": latency_ms(model, test)}
+        print(f"{arch}: auc {row['auc']:.4f} gauc {row['gauc']:.4f} "
+              f"{row['train_samples_per_s']:.0f} samples/s", flush=True)
+        row.update({k: None for k in ("peer_auc", "peer_gauc", "peer_logloss",
+                                      "peer_calibration", "peer_train_samples_per_s")})
+        if peer:
+            torch.manual_seed(args.seed)
+            row.update(run_peer(arch, train, test, model.bank.vocab("item").numpy(),
+                                model.bank.vocab("cat").numpy(), args))
+            print(f"  peer {row['peer_model']}: auc {row['peer_auc']:.4f} "
+                  f"{row['peer_train_samples_per_s']:.0f} samples/s", flush=True)
+        rows.append(row)
+    result = {
+        "models": rows, "targets": targets(rows), "machine": machine(args.device),
+        "protocol": {"data": Path(args.data).name, "events": len(frame), "train": len(train),
+                     "test": len(test), "label": "rating >= 4", "max_len": args.max_len,
+                     "split": "first 80% of events by time train", "epochs": args.epochs,
+                     "dim": args.dim, "batch_size": args.batch_size, "optimizer": "Adam",
+                     "lr": args.lr, "seed": args.seed, "peer": PEER if peer else None}}
+    text = json.dumps(result, indent=2, default=float)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+    print(json.dumps(result["targets"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
