@@ -1,11 +1,12 @@
 """DIEN: Deep Interest Evolution Network (Zhou et al., AAAI 2019, arXiv 1809.03672).
 
 Interest extractor: a GRU over the clicked behaviours, supervised by the auxiliary loss
-(next behaviour vs. a negative sampled from the user's non-clicked items). Interest
-evolving: attention of the candidate over the interest states (softmax over real positions)
-drives an AUGRU (or AGRU / AIGRU for ablations); its final state is the evolved interest.
-As in the authors' released code (Model_DIN_V2_Gru_Vec_attGru_Neg) the MLP sees
-``[candidate, sum-pooled history, candidate * sum, final interest]``.
+(next behaviour vs. a negative sampled from the user's non-clicked items, eq. 6). Interest
+evolving: attention of the candidate over the interest states (``softmax(h_t W e_a)``, eq. 7;
+or the DIN activation unit with ``attention="mlp"``) drives an AUGRU (AGRU / AIGRU for
+ablations); its final state is the evolved interest. As in the authors' released code the
+MLP sees ``[candidate, sum-pooled history, candidate * sum, final interest]``. Sequences run
+packed and length-sorted (``models.modules.packing``): no step is spent on padding.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from models.bank import EmbeddingBank
-from models.modules.attention import ActivationUnit, masked_weights
+from models.modules.attention import ActivationUnit, BilinearAttention
 from models.modules.auxiliary import AuxiliaryNet, auxiliary_loss
-from models.modules.gru import AttentionalGRU
+from models.modules.gru import GRU, AttentionalGRU
 from models.modules.mlp import MLP
+from models.modules.packing import Steps
 from models.ranker import Ranker, TopNet, masked_sum
 
 
@@ -29,29 +30,18 @@ class DIENConfig:
 
     dim: int = 16
     gru_type: str = "AUGRU"
-    att_hidden: tuple[int, ...] = (80, 40)
+    attention: str = "bilinear"
+    att_hidden: tuple[int, ...] = (36,)
     att_activation: str = "dice"
     mlp: tuple[int, ...] = (200, 80)
     activation: str = "dice"
     dropout: float = 0.0
-    aux_hidden: tuple[int, ...] = (100, 50)
+    aux_hidden: tuple[int, ...] = ()
     aux_weight: float = 1.0
 
     @property
     def embed_dim(self) -> int:
         return 2 * self.dim
-
-
-def compact(mask: torch.Tensor, *seqs: torch.Tensor) -> list[torch.Tensor]:
-    """Moves real positions to the front (stable) and drops all-padding tail columns, so
-    padding can sit anywhere on input and never costs recurrent steps."""
-    width = max(int(mask.sum(dim=1).max()), 1) if mask.numel() else 1
-    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :width]  # (B, T')
-    out = [mask.gather(1, order)]
-    for seq in seqs:
-        idx = order.unsqueeze(-1).expand(-1, -1, seq.shape[-1])  # (B, T', E)
-        out.append(seq.gather(1, idx))
-    return out
 
 
 class DIENTop(TopNet):
@@ -61,24 +51,38 @@ class DIENTop(TopNet):
         super().__init__()
         e = cfg.embed_dim
         self.cfg = cfg
-        self.extractor = nn.GRU(e, e, batch_first=True)
-        self.attention = ActivationUnit(e, cfg.att_hidden, cfg.att_activation)
+        self.extractor = GRU(e, e)
+        self.attention: BilinearAttention | ActivationUnit = (
+            BilinearAttention(e, e) if cfg.attention == "bilinear"
+            else ActivationUnit(e, cfg.att_hidden, cfg.att_activation))
         self.evolution = AttentionalGRU(e, e, cfg.gru_type)
         self.aux_net = AuxiliaryNet(e, e, cfg.aux_hidden)
         self.mlp = MLP(4 * e, cfg.mlp, cfg.activation, out_dim=1, dropout=cfg.dropout)
 
+    def attend(self, query: torch.Tensor, states: torch.Tensor, steps: Steps) -> torch.Tensor:
+        """Packed attention (N,): softmax of the scores over each row's real steps."""
+        if isinstance(self.attention, BilinearAttention):
+            scores = self.attention(query[steps.rows], states)  # (N,)
+        else:
+            scores = self.attention.score_rows(query[steps.rows], states)  # (N,)
+        weights = torch.softmax(steps.per_row(scores, float("-inf")), dim=1)  # (B, T')
+        return weights[steps.rows, steps.steps]  # (N,)
+
     def forward_with_aux(self, emb: dict[str, torch.Tensor]
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        query = emb["query"]
-        with_neg = "neg" in emb and self.training and self.cfg.aux_weight > 0
-        seqs = [emb["hist"], emb["neg"]] if with_neg else [emb["hist"]]
-        mask, hist, *neg = compact(emb["mask"], *seqs)
-        states, _ = self.extractor(hist)  # (B, T, E)
-        aux = (auxiliary_loss(self.aux_net, states, hist, neg[0], mask) * self.cfg.aux_weight
-               if with_neg else query.new_zeros(()))
-        att = masked_weights(self.attention(query, states), mask, softmax=True)  # (B, T)
-        final = self.evolution(states, att, mask)  # (B, E)
+        query, hist, mask = emb["query"], emb["hist"], emb["mask"]
+        steps = Steps.of(mask)
         pooled = masked_sum(hist, mask)  # (B, E)
+        final = query.new_zeros(query.shape)  # (B, E) zero interest for empty histories
+        aux = query.new_zeros(())
+        if steps.counts:
+            xs = steps.pack(hist)  # (N, E)
+            states = self.extractor(xs, steps)  # (N, E)
+            if "neg" in emb and self.training and self.cfg.aux_weight > 0:
+                aux = self.cfg.aux_weight * auxiliary_loss(
+                    self.aux_net, states, xs, steps.pack(emb["neg"]), steps)
+            att = self.attend(query, states, steps)  # (N,)
+            final = self.evolution(states, att, steps)  # (B, E)
         x = torch.cat([query, pooled, query * pooled, final], dim=-1)  # (B, 4E)
         return self.mlp(x).squeeze(-1), aux
 

@@ -22,7 +22,7 @@ class DINConfig:
     """Configuration of DIN."""
 
     dim: int = 16
-    att_hidden: tuple[int, ...] = (80, 40)
+    att_hidden: tuple[int, ...] = (36,)
     att_activation: str = "dice"
     att_softmax: bool = False
     mlp: tuple[int, ...] = (200, 80)

@@ -1,10 +1,12 @@
-"""The DIN local activation unit and attention pooling over a behaviour sequence.
+"""Attention of the candidate over a behaviour sequence: DIN's local activation unit and
+DIEN's bilinear attention.
 
-The unit scores each history key against the query (the candidate) with an MLP over
-``[query, key, query - key, query * key]`` (DIN paper, Fig. 2). As in the paper the weights
-are not normalised by default (so the pooled vector keeps the intensity of interest);
-``softmax=True`` normalises them over the real positions (as DIEN's attention does).
-Masked (padding) positions always get weight exactly zero.
+The DIN activation unit (DIN paper, Fig. 2) scores each key against the query with an MLP over
+``[query, key, query - key, query * key]``; as in the paper the weights are not normalised
+by default (the pooled vector keeps the intensity of interest), ``softmax=True`` normalises
+them over the real positions. DIEN's attention (DIEN paper, eq. 7) is
+``softmax_t(h_t W e_a)``. Scores are computed for real positions only; masked (padding)
+positions always get weight exactly zero.
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ from models.modules.activations import make_activation
 
 
 class ActivationUnit(nn.Module):
-    """Scores (B, T) of keys (B, T, E) against a query (B, E).
+    """The DIN local activation unit: MLP([q, k, q - k, q * k]) -> one score per key.
 
-    The first layer is one ``Linear(4E, H)`` over the concatenation; it is evaluated as
-    ``W_q q + W_k k + W_d (q - k) + W_p (q * k)`` so the query part is computed once per row
-    instead of once per position (same function, fewer FLOPs).
+    The first ``Linear(4E, H)`` is evaluated as ``(W_q + W_d) q + (W_k - W_d) k + W_p (q * k)``
+    (the same function, fewer FLOPs).
     """
 
-    def __init__(self, dim: int, hidden: Sequence[int] = (80, 40),
+    def __init__(self, dim: int, hidden: Sequence[int] = (36,),
                  activation: str = "dice") -> None:
         super().__init__()
         if not hidden:
@@ -41,13 +42,19 @@ class ActivationUnit(nn.Module):
         rest.append(nn.Linear(prev, 1))
         self.rest = nn.Sequential(*rest)
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    def score_rows(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Scores (N,) of key rows (N, E) against their query rows (N, E)."""
         w_q, w_k, w_d, w_p = self.first.weight.split(self.dim, dim=1)  # 4 x (H, E)
-        q_part = query @ (w_q + w_d).T + self.first.bias  # (B, H)
-        k_part = keys @ (w_k - w_d).T  # (B, T, H)
-        p_part = (keys * query.unsqueeze(1)) @ w_p.T  # (B, T, H)
-        hidden = self.first_act(q_part.unsqueeze(1) + k_part + p_part)  # (B, T, H)
-        return self.rest(hidden).squeeze(-1)  # (B, T)
+        hidden = torch.addmm(self.first.bias, query, (w_q + w_d).T)  # (N, H)
+        hidden = hidden + keys @ (w_k - w_d).T + (query * keys) @ w_p.T  # (N, H)
+        return self.rest(self.first_act(hidden)).squeeze(-1)  # (N,)
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        """Scores (B, T) of keys (B, T, E) against the query (B, E); 0 where mask is False."""
+        rows, cols = mask.nonzero(as_tuple=True)  # (N,), (N,)
+        scores = self.score_rows(query[rows], keys[rows, cols])  # (N,)
+        return keys.new_zeros(mask.shape).index_put((rows, cols), scores)  # (B, T)
 
 
 def masked_weights(scores: torch.Tensor, mask: torch.Tensor, softmax: bool) -> torch.Tensor:
@@ -63,9 +70,9 @@ def masked_weights(scores: torch.Tensor, mask: torch.Tensor, softmax: bool) -> t
 
 
 class AttentionPooling(nn.Module):
-    """DIN attention pooling: ``sum_t w(query, key_t) * value_t`` over real positions."""
+    """DIN attention pooling: ``sum_t w(query, key_t) * key_t`` over real positions."""
 
-    def __init__(self, dim: int, hidden: Sequence[int] = (80, 40), activation: str = "dice",
+    def __init__(self, dim: int, hidden: Sequence[int] = (36,), activation: str = "dice",
                  softmax: bool = False) -> None:
         super().__init__()
         self.unit = ActivationUnit(dim, hidden, activation)
@@ -74,10 +81,21 @@ class AttentionPooling(nn.Module):
     def weights(self, query: torch.Tensor, keys: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
         """Weights (B, T) of each position; exactly zero where ``mask`` is False."""
-        return masked_weights(self.unit(query, keys), mask, self.softmax)
+        return masked_weights(self.unit(query, keys, mask), mask, self.softmax)
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor,
-                values: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, query: torch.Tensor, keys: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
         w = self.weights(query, keys, mask)  # (B, T)
-        vals = keys if values is None else values
-        return (w.unsqueeze(-1) * vals).sum(dim=1)  # (B, E)
+        return torch.bmm(w.unsqueeze(1), keys).squeeze(1)  # (B, E)
+
+
+class BilinearAttention(nn.Module):
+    """DIEN's attention score ``h_t W e_a`` (eq. 7); the softmax is taken by the caller."""
+
+    def __init__(self, hidden_dim: int, query_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(query_dim, hidden_dim, bias=False)
+
+    def forward(self, query: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """Scores (N,) of state rows (N, H) against their query rows (N, E)."""
+        return (states * self.proj(query)).sum(dim=-1)  # (N,)

@@ -1,8 +1,9 @@
-"""The DIEN auxiliary loss (DIEN paper, eq. 6) and its small scoring network.
+"""The DIEN auxiliary loss (DIEN paper, eq. 6) and its scoring function.
 
 The interest state ``h_t`` must tell the next clicked behaviour ``e_{t+1}`` from a negative
-``e~_{t+1}`` sampled from the user's non-clicked items; positions whose next step is padding
-are left out.
+``e~_{t+1}`` sampled from the user's non-clicked items; only positions whose next step is real
+count. The score is the paper's ``sigma(<h_t, e>)`` (no hidden layers) or, with hidden sizes,
+the MLP of the authors' released code (``auxiliary_net``, 100-50, sigmoid).
 """
 
 from __future__ import annotations
@@ -14,33 +15,37 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.modules.mlp import MLP
+from models.modules.packing import Steps
 
 
 class AuxiliaryNet(nn.Module):
-    """Logit that the behaviour ``e`` (..., E) follows the interest state ``h`` (..., H)."""
+    """Logit that the behaviour ``e`` (N, E) follows the interest state ``h`` (N, H)."""
 
-    def __init__(self, hidden_dim: int, embed_dim: int,
-                 hidden: Sequence[int] = (100, 50)) -> None:
+    def __init__(self, hidden_dim: int, embed_dim: int, hidden: Sequence[int] = ()) -> None:
         super().__init__()
-        self.mlp = MLP(hidden_dim + embed_dim, hidden, activation="sigmoid", out_dim=1)
+        if not hidden and hidden_dim != embed_dim:
+            raise ValueError("the inner-product auxiliary score needs hidden_dim == embed_dim")
+        self.mlp = (MLP(hidden_dim + embed_dim, hidden, activation="sigmoid", out_dim=1)
+                    if hidden else None)
 
     def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        return self.mlp(torch.cat([h, e], dim=-1)).squeeze(-1)  # (...)
+        if self.mlp is None:
+            return (h * e).sum(dim=-1)  # (N,)
+        return self.mlp(torch.cat([h, e], dim=-1)).squeeze(-1)  # (N,)
 
 
 def auxiliary_loss(net: AuxiliaryNet, states: torch.Tensor, pos: torch.Tensor,
-                   neg: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean BCE of ``net`` on (h_t, e_{t+1}) as clicks and (h_t, neg_{t+1}) as non-clicks.
+                   neg: torch.Tensor, steps: Steps) -> torch.Tensor:
+    """Mean BCE over (h_t, e_{t+1}) as clicks and (h_t, neg_{t+1}) as non-clicks.
 
-    states (B, T, H) interest states; pos / neg (B, T, E) clicked / negative behaviours;
-    mask (B, T) real positions. Returns a scalar (zero when no position qualifies).
+    states (N, H), pos / neg (N, E): packed rows (``models.modules.packing``). Returns a
+    scalar, zero when no row has two real steps.
     """
-    h = states[:, :-1]  # (B, T-1, H)
-    valid = (mask[:, :-1] & mask[:, 1:]).float()  # (B, T-1)
-    pos_logit = net(h, pos[:, 1:])  # (B, T-1)
-    neg_logit = net(h, neg[:, 1:])  # (B, T-1)
-    loss = (F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit),
-                                               reduction="none")
-            + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit),
-                                                 reduction="none"))  # (B, T-1)
-    return (loss * valid).sum() / valid.sum().clamp(min=1.0)
+    h_idx, next_idx = steps.successors()
+    if len(h_idx) == 0:
+        return states.new_zeros(())
+    h = states[h_idx]  # (M, H)
+    pos_logit = net(h, pos[next_idx])  # (M,)
+    neg_logit = net(h, neg[next_idx])  # (M,)
+    return (F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
+            + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit)))

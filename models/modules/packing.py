@@ -1,0 +1,75 @@
+"""Packed, length-sorted layout of padded sequences, for recurrences without wasted steps.
+
+``Steps.of(mask)`` moves each row's real positions to the front (padding may sit anywhere),
+sorts rows by length (longest first) and records ``counts[t]`` = rows still running at step
+``t``. ``pack`` turns a (B, T, ...) tensor into (N, ...) rows, time-major (all rows of step 0,
+then step 1, ...; within a step in sorted row order, as torch's PackedSequence), and
+``split`` cuts such packed rows into per-step views (counts[t], ...). A recurrence over
+shrinking prefixes then does no work for padding and never sees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Steps:
+    """Index of the packed layout of one batch."""
+
+    order: torch.Tensor  # (B,) row ids sorted by length, longest first
+    rows: torch.Tensor  # (N,) original row of each packed element
+    cols: torch.Tensor  # (N,) original position of each packed element
+    steps: torch.Tensor  # (N,) step t (0-based rank among the row's real positions)
+    counts: list[int]  # rows running at each step; empty when no row has a real position
+
+    @staticmethod
+    def of(mask: torch.Tensor) -> Steps:
+        lengths = mask.sum(dim=1)  # (B,)
+        width = max(int(lengths.max()), 1) if mask.numel() else 1
+        positions = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :width]
+        order = torch.argsort(lengths, descending=True, stable=True)  # (B,)
+        sorted_len = lengths[order]  # (B,)
+        t = torch.arange(width, device=mask.device)
+        valid = t.unsqueeze(1) < sorted_len.unsqueeze(0)  # (T', B) time-major
+        rows = order.unsqueeze(0).expand(width, -1)[valid]  # (N,)
+        cols = positions[order].T[valid]  # (N,)
+        steps = t.unsqueeze(1).expand(-1, len(order))[valid]  # (N,)
+        counts = [c for c in valid.sum(dim=1).tolist() if c > 0]
+        return Steps(order, rows, cols, steps, counts)
+
+    @property
+    def width(self) -> int:
+        return len(self.counts)
+
+    def pack(self, seq: torch.Tensor) -> torch.Tensor:
+        """Packed rows (N, ...) of a (B, T, ...) tensor."""
+        return seq[self.rows, self.cols]
+
+    def split(self, packed: torch.Tensor) -> list[torch.Tensor]:
+        """Per-step views (counts[t], ...) of packed rows (N, ...)."""
+        return list(packed.split(self.counts))
+
+    def per_row(self, packed: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        """(B, T') with packed scalars (N,) at (row, step) and ``fill`` elsewhere."""
+        out = packed.new_full((len(self.order), max(self.width, 1)), fill)
+        return out.index_put((self.rows, self.steps), packed)
+
+    def successors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Packed indices (h_idx, next_idx) of every element whose row has a next step."""
+        counts = torch.tensor([*self.counts, 0], device=self.rows.device)
+        offsets = torch.cumsum(counts, 0) - counts  # (T'+1,)
+        rank = torch.arange(len(self.rows), device=self.rows.device) - offsets[self.steps]
+        has_next = rank < counts[self.steps + 1]
+        idx = torch.nonzero(has_next).squeeze(1)  # (M,)
+        return idx, offsets[self.steps[idx] + 1] + rank[idx]
+
+    def finals(self, last: torch.Tensor) -> torch.Tensor:
+        """(B, ...) in original row order from final states (counts[0], ...) in sorted order;
+        rows with no real step get zeros."""
+        b = len(self.order)
+        if last.shape[0] < b:
+            last = torch.cat([last, last.new_zeros(b - last.shape[0], *last.shape[1:])])
+        return last[torch.argsort(self.order)]
