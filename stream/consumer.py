@@ -98,6 +98,7 @@ class StreamConsumer:
         self.consumer.subscribe([self.topic], listener=_Listener(self))
         self.freshness_ms: list[float] = []  # kept for the benchmark; metrics get the same
         self.keep_freshness = False
+        self.last_batch_seconds = 0.0
 
     # -- one micro-batch ------------------------------------------------------------------
     def poll_once(self, timeout_ms: int = 200) -> int:
@@ -121,8 +122,9 @@ class StreamConsumer:
             if event is not None:
                 self._apply(partition, rec.offset, event, batch)
         self._write(batch)
+        self.last_batch_seconds = time.perf_counter() - t0
         metrics.BATCH_SIZE.observe(n)
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
+        metrics.BATCH_SECONDS.observe(self.last_batch_seconds)
         self._update_lag()
         return n
 
@@ -236,6 +238,14 @@ class StreamConsumer:
             high = self.consumer.highwater(tp)
             if high is not None:
                 metrics.LAG.labels(str(partition)).set(max(0, high - self.consumer.position(tp)))
+
+    def assigned(self) -> list[int]:
+        """Partitions this consumer owns now."""
+        return sorted(self._parts)
+
+    def pending(self) -> int:
+        """Open impressions in the attribution window over the owned partitions."""
+        return sum(len(p.join.pending) for p in self._parts.values() if p.join is not None)
 
     # -- lifecycle --------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:

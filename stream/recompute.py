@@ -95,7 +95,7 @@ def recompute(events: dict[int, list[tuple[int, bytes | None, bytes | None]]],
                 entry["model_version"] = entry["model_version"] or ev.model_version
                 out.samples[entry["sample_id"]] = {**entry, "label": 1}
             else:
-                out.samples[base["sample_id"]] = {**base, "label": 1}
+                out.samples[f"{p}-{offset}"] = {**base, "label": 1}
             pos = sum(1 for x in seq if x[0] <= ts)
             seq.insert(pos, (ts, ev.item_id, ev.category_id))
             del seq[:max(0, len(seq) - max_history)]

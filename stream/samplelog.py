@@ -2,8 +2,9 @@
 
 Two topics per source partition ``p``:
 
-* ``samples`` partition ``p % n``: one JSON :class:`~stream.samples.Sample` per record, key =
-  sample id. Written with ``acks=all`` and one request in flight, so a crash leaves a prefix.
+* ``samples`` partition ``p % n``: one record per micro-batch and source partition, key ``p``,
+  value ``{"source_partition": p, "samples": [Sample, ...]}`` (JSON; one record per batch
+  rather than per sample: a Python producer pays ~30 µs per record).
 * ``{samples}.joinstate`` partition ``p % n``: one record per micro-batch and partition, key
   ``p``, holding the delta of the open impressions (``add`` with their history snapshots,
   ``done`` offsets), the watermark, ``upto`` (last source offset covered), ``emit_pos`` (the
@@ -31,7 +32,7 @@ from kafka.errors import TopicAlreadyExistsError
 
 from stream import metrics
 from stream.kafka import make_consumer
-from stream.samples import JoinState, Pending, Sample
+from stream.samples import JoinState, Pending, Sample, decode_batch, encode_batch
 from stream.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,18 @@ class SampleLog:
     # -- writing ---------------------------------------------------------------------------
     def emit(self, samples: list[Sample], joins: dict[int, JoinState | None]) -> None:
         """Send ``samples``, then one changelog record per partition of ``joins``; flush both."""
-        last: dict[int, Any] = {}
+        by_part: dict[int, list[Sample]] = {}
         for s in samples:
-            last[s.source_partition] = self.producer.send(
-                self.samples_topic, key=s.sample_id.encode(), value=s.to_bytes(),
-                partition=s.source_partition % self.n_samples)
-            metrics.SAMPLES.labels(str(s.label)).inc()
-        if samples:
+            by_part.setdefault(s.source_partition, []).append(s)
+        last: dict[int, Any] = {}
+        for p, group in by_part.items():
+            last[p] = self.producer.send(
+                self.samples_topic, key=str(p).encode(), value=encode_batch(p, group),
+                partition=p % self.n_samples)
+            positives = sum(s.label for s in group)
+            metrics.SAMPLES.labels("1").inc(positives)
+            metrics.SAMPLES.labels("0").inc(len(group) - positives)
+        if last:
             self.producer.flush()
         sent: dict[int, Any] = {}
         for p, join in joins.items():
@@ -169,8 +175,8 @@ class SampleLog:
             join.upto, join.watermark_ms = head["upto"], head["wm"]
             join.emit_pos, join.ahead = head["emit_pos"], set(head["ahead"])
         stp = TopicPartition(self.samples_topic, p % self.n_samples)
-        emitted = [r.key.decode() for r in self._read(stp, join.emit_pos, self._end(stp))
-                   if r.key is not None and r.key.split(b"-")[0] == key]
+        emitted = [s["sample_id"] for r in self._read(stp, join.emit_pos, self._end(stp))
+                   if r.key == key for s in decode_batch(r.value)]
         for sid in emitted:
             offset = int(sid.split("-")[1])
             if offset in join.pending:

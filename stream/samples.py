@@ -26,7 +26,8 @@ import heapq
 import json
 from bisect import bisect_right
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from features.store import UserSequence
 from stream.events import Event, EventType
@@ -51,12 +52,22 @@ class Sample:
     variant: str | None = None
     model_version: str | None = None
 
-    def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in _FIELDS}
 
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> Sample:
-        return cls(**json.loads(raw))
+
+_FIELDS = [f.name for f in fields(Sample)]
+
+
+def encode_batch(partition: int, samples: list[Sample]) -> bytes:
+    """One samples-topic record: the samples of one source partition's micro-batch."""
+    body = {"source_partition": partition, "samples": [s.to_dict() for s in samples]}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_batch(raw: bytes) -> list[dict[str, Any]]:
+    """The samples (as dicts) of one samples-topic record."""
+    return list(json.loads(raw)["samples"])
 
 
 def sample_id(partition: int, offset: int) -> str:

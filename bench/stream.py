@@ -1,0 +1,244 @@
+"""Benchmark of the streaming pipeline against the real local broker and Feast.
+
+Run: ``recstream bench stream --json bench/results/stream.json`` (or
+``python -m bench.stream --json PATH [--events N] [--rate R] [--bootstrap HOST:PORT]
+[--data-dir DIR]``). Without ``--bootstrap`` it starts its own Tansu broker on a free port
+and stops it at the end.
+
+1. Throughput: N synthetic events are produced first; a bare kafka-python consumer reads
+   them (``raw_consume_eps``, the anchor), then one :class:`StreamConsumer` runs the full
+   pipeline on the same topic (``pipeline_eps``); both timed from first to last record.
+2. Freshness: a producer process sends live events at a steady ``--rate`` while the
+   consumer runs; freshness = click event time to the end of the Feast write that makes its
+   sequence readable (p50/p99).
+3. Correctness: the final Feast sequences and the samples topic of both phases are compared
+   with :func:`stream.recompute.recompute` (``lost``, ``duplicated``, ``wrong``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import socket
+import tempfile
+import time
+import uuid
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kafka import TopicPartition
+
+from features.store import FeastConfig, FeatureAccess, apply_definitions, open_store
+from infra.stack import start_broker
+from stream.consumer import StreamConsumer
+from stream.kafka import KafkaConfig, Topics, ensure_topics, make_consumer
+from stream.producer import events_from_frame, produce
+from stream.recompute import compare_samples, read_topic, recompute
+from stream.samples import decode_batch
+from stream.settings import StreamSettings
+from stream.synthetic import SyntheticConfig, generate
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _settings(bootstrap: str, data_dir: Path, window_s: float) -> StreamSettings:
+    tag = uuid.uuid4().hex[:8]
+    topics = Topics(events=f"bench-events-{tag}", dlq=f"bench-dlq-{tag}",
+                    samples=f"bench-samples-{tag}", predictions=f"bench-pred-{tag}")
+    kafka = KafkaConfig(bootstrap_servers=bootstrap, topics=topics, partitions=4)
+    ensure_topics(kafka)
+    feast = FeastConfig(data_dir=data_dir / f"feast-{tag}", project=f"bench_{tag}")
+    apply_definitions(open_store(feast))
+    return StreamSettings(kafka=kafka, feast=feast, group_id=f"bench-{tag}", metrics_port=0,
+                          attribution_window_s=window_s)
+
+
+def raw_consume(cfg: KafkaConfig, n: int) -> float:
+    """Events/s of a bare consumer reading ``n`` records of the events topic (first to last)."""
+    consumer = make_consumer(cfg, None)
+    try:
+        tps = [TopicPartition(cfg.topics.events, p)
+               for p in sorted(consumer.partitions_for_topic(cfg.topics.events) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        seen, start, nbytes = 0, 0.0, 0
+        while seen < n:
+            for recs in consumer.poll(timeout_ms=500, max_records=cfg.max_poll_records).values():
+                if not start:
+                    start = time.perf_counter()
+                seen += len(recs)
+                nbytes += sum(len(r.value or b"") for r in recs)
+        return n / (time.perf_counter() - start)
+    finally:
+        consumer.close()
+
+
+def pipeline(settings: StreamSettings, n: int) -> float:
+    """Events/s of one StreamConsumer processing ``n`` events (first batch to last commit)."""
+    consumer = StreamConsumer(settings, client_id="bench-pipeline")
+    try:
+        seen, start = 0, 0.0
+        while seen < n:
+            got = consumer.poll_once(timeout_ms=500)
+            if got and not start:
+                start = time.perf_counter() - consumer.last_batch_seconds
+            seen += got
+        return n / (time.perf_counter() - start)
+    finally:
+        consumer.close()
+
+
+def _produce_live(cfg_json: str, n: int, rate: float, seed: int) -> None:
+    cfg = KafkaConfig.model_validate_json(cfg_json)
+    frame = generate(n, SyntheticConfig(seed=seed))
+    produce(events_from_frame(frame, live=True, id_prefix="live"), cfg, rate=rate)
+
+
+def freshness(settings: StreamSettings, n: int, rate: float) -> tuple[list[float], float]:
+    """Freshness (ms) of every click while a producer process sends ``n`` live events."""
+    consumer = StreamConsumer(settings, client_id="bench-fresh")
+    consumer.keep_freshness = True
+    try:
+        seen = 0
+        while not consumer.assigned():
+            seen += consumer.poll_once(timeout_ms=100)
+        proc = mp.get_context("spawn").Process(
+            target=_produce_live, args=(settings.kafka.model_dump_json(), n, rate, 11))
+        start = time.perf_counter()
+        proc.start()
+        while proc.is_alive() or seen < n:
+            seen += consumer.poll_once(timeout_ms=50)
+            if time.perf_counter() - start > n / rate * 4 + 60:
+                break
+        proc.join()
+        achieved = n / (time.perf_counter() - start)
+        _drain(consumer, settings)
+        return consumer.freshness_ms, achieved
+    finally:
+        consumer.close()
+
+
+def _drain(consumer: StreamConsumer, settings: StreamSettings) -> None:
+    """Keep polling until the idle flush has closed every open impression."""
+    deadline = time.monotonic() + settings.attribution_window_s * 3 + 30
+    while time.monotonic() < deadline and not consumer.assigned():
+        consumer.poll_once(timeout_ms=200)
+    while time.monotonic() < deadline and consumer.pending() > 0:
+        consumer.poll_once(timeout_ms=200)
+
+
+def check(settings: StreamSettings) -> dict[str, int]:
+    """Compare Feast sequences and the samples topic with the offline recomputation."""
+    cfg = settings.kafka
+    expected = recompute(read_topic(cfg, cfg.topics.events), settings.max_history,
+                         settings.attribution_window_s, settings.max_future_skew_s)
+    emitted = [s for recs in read_topic(cfg, cfg.topics.samples).values()
+               for _, _, v in recs for s in decode_batch(v or b"{}")]
+    lost, dup, wrong = compare_samples(expected.samples, emitted)
+    online = FeatureAccess.open(settings.feast).read_sequences(expected.sequences)
+    seq_lost = seq_dup = 0
+    for user, (items, _, stamps) in expected.sequences.items():
+        got = online.get(user)
+        got_items = got.item_ids if got else []
+        if got_items != items or (got is not None and got.ts_ms != stamps):
+            if len(got_items) > len(items) or (got and len(set(got.ts_ms)) < len(got.ts_ms)):
+                seq_dup += 1
+            else:
+                seq_lost += 1
+    return {"samples_expected": len(expected.samples), "samples_emitted": len(emitted),
+            "samples_lost": lost, "samples_duplicated": dup, "samples_wrong": wrong,
+            "users_expected": len(expected.sequences), "sequences_lost": seq_lost,
+            "sequences_duplicated": seq_dup}
+
+
+def _machine() -> dict[str, Any]:
+    return {"cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "kafka_python": version("kafka-python"),
+            "feast": version("feast"), "broker": "tansu (memory storage)",
+            "online_store": "sqlite", "load_average": list(os.getloadavg())}
+
+
+def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window_s: float
+        ) -> dict[str, Any]:
+    thr = _settings(bootstrap, data_dir, window_s)
+    frame = generate(n, SyntheticConfig(seed=3))
+    total = produce(events_from_frame(frame, id_prefix="bench"), thr.kafka)
+    raw_eps = raw_consume(thr.kafka, total)
+    pipe_eps = pipeline(thr, total)
+    drainer = StreamConsumer(thr, client_id="bench-drain")
+    try:
+        _drain(drainer, thr)
+    finally:
+        drainer.close()
+    fresh_cfg = _settings(bootstrap, data_dir, window_s)
+    fresh, achieved = freshness(fresh_cfg, live_n, rate)
+    checks = {"throughput_phase": check(thr), "freshness_phase": check(fresh_cfg)}
+    lost = sum(c["samples_lost"] + c["sequences_lost"] for c in checks.values())
+    dup = sum(c["samples_duplicated"] + c["sequences_duplicated"] for c in checks.values())
+    arr = np.asarray(fresh) if fresh else np.asarray([float("nan")])
+    return {
+        "raw_consume_eps": round(raw_eps, 1),
+        "pipeline_eps": round(pipe_eps, 1),
+        "ratio": round(pipe_eps / raw_eps, 3),
+        "events": total,
+        "freshness_rate_eps": rate,
+        "freshness_achieved_eps": round(achieved, 1),
+        "freshness_events": live_n,
+        "freshness_clicks": len(fresh),
+        "freshness_p50_ms": round(float(np.percentile(arr, 50)), 2),
+        "freshness_p99_ms": round(float(np.percentile(arr, 99)), 2),
+        "freshness_max_ms": round(float(arr.max()), 2),
+        "lost": lost,
+        "duplicated": dup,
+        "checks": checks,
+        "attribution_window_s": window_s,
+        "max_history": thr.max_history,
+        "machine": _machine(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``recstream bench stream --json PATH``: run the benchmark, print and write the JSON."""
+    p = argparse.ArgumentParser(prog="recstream bench stream", description=__doc__.splitlines()[0])
+    p.add_argument("--json", type=Path, help="write the result here")
+    p.add_argument("--events", type=int, default=20_000, help="impressions in the throughput run")
+    p.add_argument("--rate", type=float, default=2000.0, help="events/s in the freshness run")
+    p.add_argument("--live-seconds", type=float, default=10.0, help="length of the freshness run")
+    p.add_argument("--window", type=float, default=3.0, help="attribution window (s)")
+    p.add_argument("--bootstrap", help="use this broker instead of starting one")
+    p.add_argument("--data-dir", type=Path, help="Feast data (default: a temp dir)")
+    args = p.parse_args(argv)
+    live_n = int(args.rate * args.live_seconds / 1.2)  # ~1.2 events per impression
+    with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
+        data_dir = args.data_dir or Path(tmp)
+        proc = None
+        bootstrap = args.bootstrap
+        if bootstrap is None:
+            port = _free_port()
+            proc = start_broker(port, data_dir / "tansu.log")
+            bootstrap = f"127.0.0.1:{port}"
+        try:
+            result = run(bootstrap, data_dir, args.events, args.rate, live_n, args.window)
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=10)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
