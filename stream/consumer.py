@@ -31,6 +31,7 @@ from features.store import FeatureAccess, UserSequence
 from stream import metrics
 from stream.dlq import DeadLetter, validate
 from stream.events import Event, EventType, InvalidEvent
+from stream.failpoints import failpoint
 from stream.kafka import make_consumer, make_producer
 from stream.samplelog import SampleLog
 from stream.samples import JoinState, Sample
@@ -188,7 +189,9 @@ class StreamConsumer:
                     self.freshness_ms.append(age * 1000.0)
         for item, cat in batch.items.items():
             self._known_items[item] = cat
+        failpoint("after_feast")
         self._commit(batch.commits)
+        failpoint("after_commit")
 
     @retry(stop=stop_after_attempt(5), wait=wait_exponential(0.05, max=2), reraise=True)
     def _feast_write(self, batch: _Batch) -> None:

@@ -31,6 +31,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
 
 from stream import metrics
+from stream.failpoints import failpoint
 from stream.kafka import make_consumer
 from stream.samples import JoinState, Pending, Sample, decode_batch, encode_batch
 from stream.settings import StreamSettings
@@ -94,6 +95,7 @@ class SampleLog:
             metrics.SAMPLES.labels("0").inc(len(group) - positives)
         if last:
             self.producer.flush()
+            failpoint("after_samples")
         sent: dict[int, Any] = {}
         for p, join in joins.items():
             if join is None:
@@ -112,6 +114,7 @@ class SampleLog:
                 value=json.dumps(record, separators=(",", ":")).encode())
         if sent:
             self.producer.flush()
+            failpoint("after_changelog")
         for p, fut in sent.items():
             join = joins[p]
             assert join is not None

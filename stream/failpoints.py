@@ -1,0 +1,32 @@
+"""Crash injection for the exactly-once tests: SIGKILL this process at named points.
+
+``RECSTREAM_FAILPOINTS="after_feast=0.05,after_commit=0.05"`` makes :func:`failpoint` kill
+the process with that probability each time the named point is passed. Unset (the default)
+it does nothing. Points: ``after_samples`` (samples flushed, changelog not),
+``after_changelog`` (changelog flushed, Feast not written), ``after_feast`` (Feast written,
+offsets not committed), ``after_commit``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+
+
+def _parse(spec: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, prob = part.partition("=")
+        out[name] = float(prob or 1.0)
+    return out
+
+
+_POINTS = _parse(os.environ.get("RECSTREAM_FAILPOINTS", ""))
+
+
+def failpoint(name: str) -> None:
+    """Kill this process (SIGKILL, no cleanup) with the probability configured for ``name``."""
+    prob = _POINTS.get(name)
+    if prob and random.random() < prob:
+        os.kill(os.getpid(), signal.SIGKILL)
