@@ -25,12 +25,23 @@ class Dice(nn.Module):
         return p * x + (1.0 - p) * self.alpha * x
 
 
+class PReLU(nn.Module):
+    """PReLU with one slope per channel of the last dimension (any leading shape)."""
+
+    def __init__(self, dim: int, init: float = 0.25) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.full((dim,), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x >= 0, x, self.alpha * x)
+
+
 def make_activation(name: str, dim: int) -> nn.Module:
     """An activation module by name: ``dice``, ``prelu``, ``relu`` or ``sigmoid``."""
     if name == "dice":
         return Dice(dim)
     if name == "prelu":
-        return nn.PReLU(dim)
+        return PReLU(dim)
     if name == "relu":
         return nn.ReLU()
     if name == "sigmoid":

@@ -1,0 +1,50 @@
+"""The EmbeddingBank: raw-id mapping, the OOV path and the content version."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from models.bank import OOV_ROW, PAD_ROW, EmbeddingBank
+
+
+def bank() -> EmbeddingBank:
+    torch.manual_seed(0)
+    return EmbeddingBank({"item": np.array([50, 7, 7, 900, 0]), "cat": [3, 1]}, dim=4)
+
+
+def test_vocabulary_is_sorted_unique_positive_ids() -> None:
+    assert bank().vocab("item").tolist() == [7, 50, 900]
+    assert bank().vocab("cat").tolist() == [1, 3]
+
+
+def test_rows_of_known_unknown_and_padding_ids() -> None:
+    rows = bank().rows("item", torch.tensor([[7, 900, 0, 8, 10**12, -3]]))
+    assert rows.tolist() == [[2, 4, PAD_ROW, OOV_ROW, OOV_ROW, PAD_ROW]]
+
+
+def test_padding_vector_is_zero_and_oov_keeps_its_category() -> None:
+    b = bank()
+    reps = b.items(torch.tensor([0, 12345, 12345]), torch.tensor([0, 1, 3]))
+    assert torch.equal(reps[0], torch.zeros(8))
+    assert torch.equal(reps[1, :4], reps[2, :4])  # the shared OOV item row
+    assert not torch.equal(reps[1, 4:], reps[2, 4:])  # but each its own category
+
+
+def test_oov_dropout_sends_known_ids_to_the_oov_row() -> None:
+    rows = bank().rows("item", torch.full((1000,), 50), oov_dropout=0.5)
+    share = (rows == OOV_ROW).float().mean().item()
+    assert 0.3 < share < 0.7 and set(rows.tolist()) == {OOV_ROW, 3}
+
+
+def test_content_hash_follows_the_weights() -> None:
+    a, b = bank(), bank()
+    assert a.content_hash() == b.content_hash()
+    with torch.no_grad():
+        b.tables["item"].weight[2, 0] += 1e-3
+    assert a.content_hash() != b.content_hash()
+
+
+def test_freeze_turns_gradients_off() -> None:
+    b = bank().freeze()
+    assert not any(p.requires_grad for p in b.parameters()) and not b.training
