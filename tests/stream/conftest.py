@@ -1,0 +1,89 @@
+"""Fixtures and helpers of the stream tests: settings on the real broker and Feast, checks.
+
+``verify`` compares what the pipeline produced (Feast sequences, the samples topic) with the
+offline recomputation from the events topic; every crash and rebalance test ends with it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+from features.store import FeastConfig, FeatureAccess
+from stream.consumer import StreamConsumer
+from stream.kafka import KafkaConfig, make_consumer
+from stream.recompute import compare_samples, read_topic, recompute
+from stream.samples import decode_batch
+from stream.settings import StreamSettings
+
+WINDOW_S = 1.0
+MAX_HISTORY = 6
+
+
+@pytest.fixture
+def settings(kafka_cfg: KafkaConfig, feast_cfg: FeastConfig) -> StreamSettings:
+    """Stream settings on fresh topics and a fresh Feast repo; short window and history."""
+    return StreamSettings(kafka=kafka_cfg, feast=feast_cfg, group_id=f"g-{uuid.uuid4().hex[:8]}",
+                          metrics_port=0, attribution_window_s=WINDOW_S, max_history=MAX_HISTORY)
+
+
+def committed_all(s: StreamSettings) -> bool:
+    """True when the group's committed offsets reach the end of every events partition."""
+    from kafka import TopicPartition
+
+    probe = make_consumer(s.kafka, s.group_id)
+    try:
+        parts = probe.partitions_for_topic(s.kafka.topics.events) or set()
+        tps = [TopicPartition(s.kafka.topics.events, p) for p in parts]
+        ends = probe.end_offsets(tps)
+        return all((probe.committed(tp) or 0) >= ends[tp] for tp in tps)
+    finally:
+        probe.close()
+
+
+def drain(consumers: list[StreamConsumer], s: StreamSettings, timeout_s: float = 60) -> None:
+    """Poll until everything is committed and the idle flush closed every open impression."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for c in consumers:
+            c.poll_once(timeout_ms=100)
+        if all(c.assigned() for c in consumers) or len(consumers) == 1:
+            if sum(c.pending() for c in consumers) == 0 and committed_all(s):
+                return
+    raise AssertionError("the consumers did not drain in time")
+
+
+@dataclass
+class Outcome:
+    samples_expected: int
+    samples_lost: int
+    samples_duplicated: int
+    samples_wrong: int
+    users: int
+    full_users: int  # users whose history reached max_history (trimming happened)
+    sequences_wrong: list[int]
+
+
+def verify(s: StreamSettings) -> Outcome:
+    """Compare the pipeline's output with the offline recomputation of the events topic."""
+    cfg = s.kafka
+    expected = recompute(read_topic(cfg, cfg.topics.events), s.max_history,
+                         s.attribution_window_s, s.max_future_skew_s)
+    emitted = [x for recs in read_topic(cfg, cfg.topics.samples).values()
+               for _, _, v in recs for x in decode_batch(v or b"{}")]
+    lost, dup, wrong = compare_samples(expected.samples, emitted)
+    online = FeatureAccess.open(s.feast).read_sequences(expected.sequences)
+    bad = [u for u, (items, cats, stamps) in expected.sequences.items()
+           if u not in online or (online[u].item_ids, online[u].cat_ids, online[u].ts_ms)
+           != (items, cats, stamps)]
+    full = sum(len(seq[0]) == s.max_history for seq in expected.sequences.values())
+    return Outcome(len(expected.samples), lost, dup, wrong, len(expected.sequences), full, bad)
+
+
+def assert_exact(outcome: Outcome) -> None:
+    assert outcome.samples_expected > 0 and outcome.users > 0
+    assert (outcome.samples_lost, outcome.samples_duplicated, outcome.samples_wrong) == (0, 0, 0)
+    assert outcome.sequences_wrong == []
