@@ -101,7 +101,7 @@ def _train(model: Ranker, samples: SampleSet, cfg: TrainConfig,
     model.eval()
     return {"samples": float(seen), "seconds": seconds,
             "samples_per_s": seen / seconds if seconds > 0 else float("nan"),
-            "mean_loss": total_loss / max(steps, 1)}
+            "mean_loss": total_loss / max(steps, 1), "optimized_tensors": float(len(params))}
 
 
 def fit(model: Ranker, train_samples: SampleSet, cfg: TrainConfig | None = None
