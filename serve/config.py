@@ -30,6 +30,7 @@ class VariantConfig(BaseModel):
     model_dir: Path
     weight: float = Field(default=1.0, ge=0)
     num_replicas: int = Field(default=1, ge=1)
+    cpus_per_replica: float = Field(default=0.5, ge=0)
     # "auto": one GPU per replica where the cluster has GPUs, else CPU.
     gpus_per_replica: float | str = "auto"
     batch: BatchConfig = Field(default_factory=BatchConfig)
@@ -42,6 +43,9 @@ class AppConfig(BaseModel):
     route_prefix: str = "/"
     max_candidates: int = Field(default=1000, ge=1)
     max_history: int = Field(default=50, ge=1)
+    # CPU shares of the light stages (a 2-core node must fit every replica).
+    ingress_cpus: float = Field(default=0.25, ge=0)
+    reader_cpus: float = Field(default=0.25, ge=0)
     variants: list[VariantConfig] = Field(min_length=1)
 
     @model_validator(mode="after")

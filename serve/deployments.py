@@ -3,9 +3,10 @@
 ``Ranker`` (ingress, FastAPI) picks the user's A/B variant, asks ``FeatureReader`` for the
 ``ranker_v1`` features from Feast, and sends them to that variant's ``Scorer``, which
 batches requests (limits in ``user_config``) and runs the DIN/DIEN model on GPU or CPU.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: FastAPI inside ``serve.ingress`` needs the
+real annotation objects to see that ``RankRequest`` is the request body.
+"""
 
 import time
 import uuid
@@ -41,6 +42,7 @@ class Scorer:
 
     def __init__(self, model_dir: str, max_history: int) -> None:
         import torch
+
         from models.registry import load_checkpoint
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -56,12 +58,10 @@ class Scorer:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def score_batch(self, requests: list[tuple[list[int], ...]]) -> list[list[float]]:
-        from models.inference import score_candidates
+        from models.inference import score_batch
 
-        return [
-            score_candidates(self.model, hi, hc, ci, cc, max_len=self.max_history).tolist()
-            for hi, hc, ci, cc in requests
-        ]
+        scores = score_batch(self.model, requests, max_len=self.max_history)
+        return [s.tolist() for s in scores]
 
     async def score(self, hist_items: list[int], hist_cats: list[int], items: list[int],
                     cats: list[int]) -> tuple[list[float], str]:
