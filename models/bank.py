@@ -91,14 +91,24 @@ class EmbeddingBank(nn.Module):
     def embed(self, batch: Mapping[str, torch.Tensor],
               oov_dropout: float = 0.0) -> dict[str, torch.Tensor]:
         """The embedded batch: ``query`` (B, E), ``hist`` (B, T, E), ``mask`` (B, T) and,
-        when the batch has negatives, ``neg`` (B, T, E); E = 2 * dim."""
-        out = {
-            "query": self.items(batch["item_id"], batch["cat_id"], oov_dropout),
-            "hist": self.items(batch["hist_item_ids"], batch["hist_cat_ids"], oov_dropout),
-            "mask": batch["hist_mask"].bool() & (batch["hist_item_ids"] > 0),
-        }
+        when the batch has negatives, ``neg`` (B, T, E); E = 2 * dim.
+
+        One lookup per table for the whole batch (one gradient scatter per table).
+        """
+        keys = [("item_id", "cat_id"), ("hist_item_ids", "hist_cat_ids")]
         if "neg_item_ids" in batch:
-            out["neg"] = self.items(batch["neg_item_ids"], batch["neg_cat_ids"])
+            keys.append(("neg_item_ids", "neg_cat_ids"))
+        sizes = [batch[item].numel() for item, _ in keys]
+        item_ids = torch.cat([batch[item].reshape(-1) for item, _ in keys])  # (M,)
+        cat_ids = torch.cat([batch[cat].reshape(-1) for _, cat in keys])  # (M,)
+        both = torch.cat([self.lookup(ITEM, item_ids, oov_dropout),
+                          self.lookup(CAT, cat_ids)], dim=-1)  # (M, E)
+        parts = both.split(sizes)
+        out = {"query": parts[0],  # (B, E)
+               "hist": parts[1].reshape(*batch["hist_item_ids"].shape, -1),  # (B, T, E)
+               "mask": batch["hist_mask"].bool() & (batch["hist_item_ids"] > 0)}
+        if len(parts) > 2:
+            out["neg"] = parts[2].reshape(*batch["neg_item_ids"].shape, -1)  # (B, T, E)
         return out
 
     @property

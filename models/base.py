@@ -23,6 +23,7 @@ class BaseConfig:
     mlp: tuple[int, ...] = (200, 80)
     activation: str = "prelu"
     dropout: float = 0.0
+    input_bn: bool = True
 
     @property
     def embed_dim(self) -> int:
@@ -35,7 +36,7 @@ class BaseTop(TopNet):
     def __init__(self, cfg: BaseConfig) -> None:
         super().__init__()
         self.mlp = MLP(2 * cfg.embed_dim, cfg.mlp, cfg.activation, out_dim=1,
-                       dropout=cfg.dropout)
+                       dropout=cfg.dropout, input_bn=cfg.input_bn)
 
     def forward_with_aux(self, emb: dict[str, torch.Tensor]
                          ) -> tuple[torch.Tensor, torch.Tensor]:

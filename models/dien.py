@@ -36,6 +36,7 @@ class DIENConfig:
     mlp: tuple[int, ...] = (200, 80)
     activation: str = "dice"
     dropout: float = 0.0
+    input_bn: bool = True
     aux_hidden: tuple[int, ...] = ()
     aux_weight: float = 1.0
 
@@ -57,16 +58,17 @@ class DIENTop(TopNet):
             else ActivationUnit(e, cfg.att_hidden, cfg.att_activation))
         self.evolution = AttentionalGRU(e, e, cfg.gru_type)
         self.aux_net = AuxiliaryNet(e, e, cfg.aux_hidden)
-        self.mlp = MLP(4 * e, cfg.mlp, cfg.activation, out_dim=1, dropout=cfg.dropout)
+        self.mlp = MLP(4 * e, cfg.mlp, cfg.activation, out_dim=1, dropout=cfg.dropout,
+                       input_bn=cfg.input_bn)
 
     def attend(self, query: torch.Tensor, states: torch.Tensor, steps: Steps) -> torch.Tensor:
         """Packed attention (N,): softmax of the scores over each row's real steps."""
         if isinstance(self.attention, BilinearAttention):
-            scores = self.attention(query[steps.rows], states)  # (N,)
+            scores = self.attention(steps.rows_of(query), states)  # (N,)
         else:
-            scores = self.attention.score_rows(query[steps.rows], states)  # (N,)
+            scores = self.attention.score_rows(steps.rows_of(query), states)  # (N,)
         weights = torch.softmax(steps.per_row(scores, float("-inf")), dim=1)  # (B, T')
-        return weights[steps.rows, steps.steps]  # (N,)
+        return steps.from_rows(weights)  # (N,)
 
     def forward_with_aux(self, emb: dict[str, torch.Tensor]
                          ) -> tuple[torch.Tensor, torch.Tensor]:

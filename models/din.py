@@ -28,6 +28,7 @@ class DINConfig:
     mlp: tuple[int, ...] = (200, 80)
     activation: str = "dice"
     dropout: float = 0.0
+    input_bn: bool = True
 
     @property
     def embed_dim(self) -> int:
@@ -41,7 +42,8 @@ class DINTop(TopNet):
         super().__init__()
         e = cfg.embed_dim
         self.attention = AttentionPooling(e, cfg.att_hidden, cfg.att_activation, cfg.att_softmax)
-        self.mlp = MLP(4 * e, cfg.mlp, cfg.activation, out_dim=1, dropout=cfg.dropout)
+        self.mlp = MLP(4 * e, cfg.mlp, cfg.activation, out_dim=1, dropout=cfg.dropout,
+                       input_bn=cfg.input_bn)
 
     def forward_with_aux(self, emb: dict[str, torch.Tensor]
                          ) -> tuple[torch.Tensor, torch.Tensor]:

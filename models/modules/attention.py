@@ -52,9 +52,11 @@ class ActivationUnit(nn.Module):
     def forward(self, query: torch.Tensor, keys: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
         """Scores (B, T) of keys (B, T, E) against the query (B, E); 0 where mask is False."""
-        rows, cols = mask.nonzero(as_tuple=True)  # (N,), (N,)
-        scores = self.score_rows(query[rows], keys[rows, cols])  # (N,)
-        return keys.new_zeros(mask.shape).index_put((rows, cols), scores)  # (B, T)
+        b, t, e = keys.shape
+        flat = mask.reshape(-1).nonzero().squeeze(1)  # (N,) positions in B * T
+        q = query.index_select(0, torch.div(flat, t, rounding_mode="floor"))  # (N, E)
+        scores = self.score_rows(q, keys.reshape(b * t, e).index_select(0, flat))  # (N,)
+        return keys.new_zeros(b * t).index_copy(0, flat, scores).reshape(b, t)  # (B, T)
 
 
 def masked_weights(scores: torch.Tensor, mask: torch.Tensor, softmax: bool) -> torch.Tensor:

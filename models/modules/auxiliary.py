@@ -44,8 +44,8 @@ def auxiliary_loss(net: AuxiliaryNet, states: torch.Tensor, pos: torch.Tensor,
     h_idx, next_idx = steps.successors()
     if len(h_idx) == 0:
         return states.new_zeros(())
-    h = states[h_idx]  # (M, H)
-    pos_logit = net(h, pos[next_idx])  # (M,)
-    neg_logit = net(h, neg[next_idx])  # (M,)
+    h = states.index_select(0, h_idx)  # (M, H)
+    pos_logit = net(h, pos.index_select(0, next_idx))  # (M,)
+    neg_logit = net(h, neg.index_select(0, next_idx))  # (M,)
     return (F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
             + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit)))

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from models.modules.packing import Steps
+from models.modules.recurrence import FusedGRU
 
 GRU_TYPES = ("AIGRU", "AGRU", "AUGRU")
 
@@ -38,43 +39,24 @@ class _Recurrent(nn.Module):
             nn.init.uniform_(p, -bound, bound)
 
     def run(self, x: torch.Tensor, steps: Steps, kind: str = "GRU",
-            att: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """States per step (counts[t], H) and final states (counts[0], H), sorted order,
-        of packed inputs x (N, E) with packed attention att (N,)."""
-        hdim = self.hidden_dim
+            att: torch.Tensor | None = None) -> torch.Tensor:
+        """Packed states (N, H) of packed inputs x (N, E) with packed attention att (N,)."""
         gx = x @ self.weight_ih.T  # (N, 3H)
         if kind == "AIGRU" and att is not None:
             gx = gx * att.unsqueeze(1)
-        gxs = steps.split(gx + self.bias_ih)  # T' x (n_t, 3H)
-        atts = steps.split(att.unsqueeze(1)) if att is not None else []  # T' x (n_t, 1)
-        h = x.new_zeros(steps.counts[0] if steps.counts else 0, hdim)  # (B, H)
-        w_hh = self.weight_hh.T  # (H, 3H)
-        states: list[torch.Tensor] = []
-        finals: list[torch.Tensor] = []
-        for t, n in enumerate(steps.counts):
-            if n < h.shape[0]:
-                h, done = h.split([n, h.shape[0] - n])  # (n, H)
-                finals.append(done)
-            g_ru, g_c = gxs[t].split([2 * hdim, hdim], dim=1)
-            h_ru, h_c = torch.addmm(self.bias_hh, h, w_hh).split([2 * hdim, hdim], dim=1)
-            r, u = torch.sigmoid(g_ru + h_ru).split([hdim, hdim], dim=1)  # (n, H) each
-            if kind == "AGRU":
-                u = atts[t].expand_as(u)
-            elif kind == "AUGRU":
-                u = u * atts[t]
-            cand = torch.tanh(torch.addcmul(g_c, r, h_c))  # (n, H)
-            h = torch.addcmul(h, u, cand - h)  # (n, H)
-            states.append(h)
-        finals.append(h)
-        return states, torch.cat(finals[::-1], dim=0)
+        gx = gx + self.bias_ih
+        a = att.unsqueeze(1) if att is not None else x.new_zeros(len(x), 1)  # (N, 1)
+        fused = "GRU" if kind == "AIGRU" else kind
+        out: torch.Tensor = FusedGRU.apply(gx, a, self.weight_hh, self.bias_hh, steps.counts,
+                                           fused)
+        return out
 
 
 class GRU(_Recurrent):
     """Plain GRU (interest extractor): packed states (N, H) of packed inputs (N, E)."""
 
     def forward(self, x: torch.Tensor, steps: Steps) -> torch.Tensor:
-        return torch.cat(self.run(x, steps)[0]) if steps.counts else x.new_zeros(0,
-                                                                                 self.hidden_dim)
+        return self.run(x, steps) if steps.counts else x.new_zeros(0, self.hidden_dim)
 
 
 class AttentionalGRU(_Recurrent):
@@ -90,7 +72,8 @@ class AttentionalGRU(_Recurrent):
         """Final states (B, H), original row order, of packed x (N, E) and att (N,)."""
         if not steps.counts:
             return x.new_zeros(len(steps.order), self.hidden_dim)
-        return steps.finals(self.run(x, steps, self.kind, att)[1])
+        states = self.run(x, steps, self.kind, att)  # (N, H)
+        return steps.finals(states.index_select(0, steps.last()))
 
     def padded(self, x: torch.Tensor, att: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Final states (B, H) of padded inputs x (B, T, E), att (B, T), mask (B, T)."""

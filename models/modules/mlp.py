@@ -11,15 +11,16 @@ from models.modules.activations import make_activation
 
 
 class MLP(nn.Module):
-    """``Linear -> activation [-> dropout]`` per hidden size, then an optional output layer.
+    """``[BatchNorm ->] (Linear -> activation [-> dropout]) per hidden size [-> Linear]``.
 
-    Works on any leading shape: (..., in_dim) -> (..., out_dim or hidden[-1]).
+    Input batch normalisation is the first layer of the authors' released top net
+    (``build_fcn_net``); without it the MLP works on any leading shape (..., in_dim).
     """
 
     def __init__(self, in_dim: int, hidden: Sequence[int], activation: str = "prelu",
-                 out_dim: int | None = 1, dropout: float = 0.0) -> None:
+                 out_dim: int | None = 1, dropout: float = 0.0, input_bn: bool = False) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
+        layers: list[nn.Module] = [nn.BatchNorm1d(in_dim)] if input_bn else []
         prev = in_dim
         for size in hidden:
             layers += [nn.Linear(prev, size), make_activation(activation, size)]

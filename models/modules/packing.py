@@ -46,7 +46,12 @@ class Steps:
 
     def pack(self, seq: torch.Tensor) -> torch.Tensor:
         """Packed rows (N, ...) of a (B, T, ...) tensor."""
-        return seq[self.rows, self.cols]
+        flat = seq.reshape(seq.shape[0] * seq.shape[1], *seq.shape[2:])  # (B * T, ...)
+        return flat.index_select(0, self.rows * seq.shape[1] + self.cols)
+
+    def rows_of(self, per_row: torch.Tensor) -> torch.Tensor:
+        """(N, ...) copies of per-row values (B, ...) for each packed element."""
+        return per_row.index_select(0, self.rows)
 
     def split(self, packed: torch.Tensor) -> list[torch.Tensor]:
         """Per-step views (counts[t], ...) of packed rows (N, ...)."""
@@ -54,8 +59,13 @@ class Steps:
 
     def per_row(self, packed: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
         """(B, T') with packed scalars (N,) at (row, step) and ``fill`` elsewhere."""
-        out = packed.new_full((len(self.order), max(self.width, 1)), fill)
-        return out.index_put((self.rows, self.steps), packed)
+        b, t = len(self.order), max(self.width, 1)
+        out = packed.new_full((b * t,), fill)
+        return out.index_copy(0, self.rows * t + self.steps, packed).reshape(b, t)
+
+    def from_rows(self, full: torch.Tensor) -> torch.Tensor:
+        """Packed values (N,) read back from a (B, T') tensor laid out as ``per_row``."""
+        return full.reshape(-1).index_select(0, self.rows * full.shape[1] + self.steps)
 
     def successors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Packed indices (h_idx, next_idx) of every element whose row has a next step."""
@@ -65,6 +75,15 @@ class Steps:
         has_next = rank < counts[self.steps + 1]
         idx = torch.nonzero(has_next).squeeze(1)  # (M,)
         return idx, offsets[self.steps[idx] + 1] + rank[idx]
+
+    def last(self) -> torch.Tensor:
+        """Packed index (counts[0],) of each running row's last element, sorted row order."""
+        counts = torch.tensor(self.counts, device=self.rows.device)
+        offsets = torch.cumsum(counts, 0) - counts  # (T',)
+        n0 = self.counts[0] if self.counts else 0
+        lengths = (torch.arange(n0, device=self.rows.device).unsqueeze(0)
+                   < counts.unsqueeze(1)).sum(dim=0)  # (n0,)
+        return offsets[lengths - 1] + torch.arange(n0, device=self.rows.device)
 
     def finals(self, last: torch.Tensor) -> torch.Tensor:
         """(B, ...) in original row order from final states (counts[0], ...) in sorted order;
