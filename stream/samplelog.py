@@ -169,10 +169,10 @@ class SampleLog:
                 if rec.key != key:
                     continue
                 body = json.loads(rec.value)
+                for o in body["done"]:  # before "add": an entry can be re-added (re-logged)
+                    entries.pop(o, None)
                 for row in body["add"]:
                     entries[row[0]] = Pending.from_json(row, rec.offset)
-                for o in body["done"]:
-                    entries.pop(o, None)
             for entry in sorted(entries.values(), key=lambda e: e.offset):
                 join.add(entry)
             join.upto, join.watermark_ms = head["upto"], head["wm"]
@@ -183,7 +183,7 @@ class SampleLog:
         for sid in emitted:
             offset = int(sid.split("-")[1])
             if offset in join.pending:
-                join.close_emitted(offset)
+                join.mark_emitted(offset)
             elif offset > join.upto:
                 join.ahead.add(sid)
         metrics.PENDING.labels(str(p)).set(len(join.pending))

@@ -96,6 +96,7 @@ class Pending:
     request_id: str | None = None
     variant: str | None = None
     model_version: str | None = None
+    emitted: bool = False  # a crashed run already emitted its sample: resolve silently
     log_offset: int | None = None  # changelog offset of the record that added it
 
     def sample(self, partition: int, label: int) -> Sample:
@@ -108,12 +109,12 @@ class Pending:
     def to_json(self) -> list[object]:
         return [self.offset, self.user_id, self.item_id, self.category_id, self.ts_ms,
                 self.deadline_ms, *self.hist, self.request_id, self.variant,
-                self.model_version]
+                self.model_version, self.emitted]
 
     @classmethod
     def from_json(cls, row: list, log_offset: int) -> Pending:
-        o, u, i, c, t, d, hi, hc, ht, r, v, m = row
-        return cls(o, u, i, c, t, d, (hi, hc, ht), r, v, m, log_offset)
+        o, u, i, c, t, d, hi, hc, ht, r, v, m, e = row
+        return cls(o, u, i, c, t, d, (hi, hc, ht), r, v, m, e, log_offset)
 
 
 @dataclass
@@ -160,7 +161,9 @@ class JoinState:
         while self._heap and self._heap[0][0] < limit_ms:
             _, offset = heapq.heappop(self._heap)
             if offset in self.pending:
-                yield self._resolve(offset).sample(partition, 0)
+                entry = self._resolve(offset)
+                if not entry.emitted:
+                    yield entry.sample(partition, 0)
 
     def _match(self, event: Event) -> int | None:
         if event.request_id is not None:
@@ -186,13 +189,12 @@ class JoinState:
         out = list(self._close_until(partition, self.watermark_ms))
         sid = sample_id(partition, offset)
         if event.event_type is EventType.IMPRESSION:
-            if sid in self.ahead:
-                self.ahead.discard(sid)  # a crashed run already labelled it
-                return out
+            emitted = sid in self.ahead  # a crashed run already labelled it: stay silent
+            self.ahead.discard(sid)
             snap = (list(seq.item_ids), list(seq.cat_ids), list(seq.ts_ms))
             self.add(Pending(offset, event.user_id, event.item_id, event.category_id, ts,
                              max(ts, wm_before) + self.window_ms, history_before(snap, ts),
-                             event.request_id, event.variant, event.model_version))
+                             event.request_id, event.variant, event.model_version, emitted))
             self.added.append(offset)
             return out
         hit = self._match(event)
@@ -202,7 +204,8 @@ class JoinState:
                 entry.request_id = event.request_id
             entry.variant = entry.variant or event.variant
             entry.model_version = entry.model_version or event.model_version
-            out.append(entry.sample(partition, 1))
+            if not entry.emitted:
+                out.append(entry.sample(partition, 1))
         elif sid in self.ahead:
             self.ahead.discard(sid)
         else:
@@ -213,9 +216,18 @@ class JoinState:
                               event.variant, event.model_version))
         return out
 
-    def close_emitted(self, offset: int) -> None:
-        """Close an open impression whose sample a crashed run already emitted."""
-        self._resolve(offset)
+    def mark_emitted(self, offset: int) -> None:
+        """An open impression whose sample a crashed run emitted: keep it open, silently.
+
+        It stays open so that its click still matches it (and does not become a lone click);
+        it is re-logged (done + add) so the next changelog record carries the flag.
+        """
+        entry = self.pending[offset]
+        entry.emitted = True
+        if entry.log_offset is not None:
+            self.done.append(offset)
+            entry.log_offset = None
+            self.added.append(offset)
 
     def flush(self, partition: int, now_ms: int) -> list[Sample]:
         """Idle flush: close entries whose deadline is before the wall clock ``now_ms``."""
