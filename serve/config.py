@@ -68,6 +68,8 @@ class ServeSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     ray_address: str = "127.0.0.1:6390"
+    # Token of a cluster with token authentication (the local stack writes this file).
+    ray_auth_token_path: Path | None = Path(".recstream/ray_auth_token")
 
 
 @lru_cache(maxsize=1)

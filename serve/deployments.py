@@ -57,7 +57,9 @@ class Scorer:
             float(user_config["batch_wait_timeout_s"]))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def score_batch(self, requests: list[tuple[list[int], ...]]) -> list[list[float]]:
+    async def score_batch(
+        self, requests: list[tuple[list[int], list[int], list[int], list[int]]]
+    ) -> list[list[float]]:
         from models.inference import score_batch
 
         scores = score_batch(self.model, requests, max_len=self.max_history)

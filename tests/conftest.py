@@ -37,7 +37,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """bootstrap_servers of a real Tansu broker, started once per test session."""
     port = free_port()
     log = tmp_path_factory.mktemp("tansu") / "tansu.log"
-    proc = start_broker(port, log)
+    proc = start_broker(port, log, die_with_parent=True)
     try:
         yield f"127.0.0.1:{port}"
     finally:
