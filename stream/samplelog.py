@@ -135,8 +135,9 @@ class SampleLog:
         while self.reader.position(tp) < end:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {tp} [{start}, {end}) timed out")
-            for recs in self.reader.poll(timeout_ms=500).values():
-                out.extend(r for r in recs if r.offset < end)
+            for got_tp, recs in self.reader.poll(timeout_ms=500).items():
+                if got_tp == tp:  # never a record of an earlier read's partition
+                    out.extend(r for r in recs if start <= r.offset < end)
         return out
 
     def _end(self, tp: TopicPartition) -> int:

@@ -1,5 +1,7 @@
 """The consumer service process: metrics endpoint, one consumer, clean shutdown on signals.
 
+Besides the consumer it runs the parquet exporter of the samples (:mod:`stream.offline`).
+
 Run: ``recstream stream run`` (settings from ``STREAM_*`` env vars), or
 ``python -m stream.service [--settings-json PATH] [--client-id ID]`` (the entry point the
 crash tests kill with SIGKILL). SIGTERM/SIGINT stop it after the current micro-batch.
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from stream.consumer import StreamConsumer
 from stream.metrics import start_metrics_server
+from stream.offline import SampleExporter
 from stream.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -33,12 +36,19 @@ def run_service(settings: StreamSettings, stop: threading.Event | None = None,
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
     try:
         start_metrics_server(settings.metrics_port)
+        exporter = SampleExporter(settings)
+        export = threading.Thread(target=exporter.run, args=(stop,), name="samples-parquet",
+                                  daemon=True)
+        export.start()
         consumer = StreamConsumer(settings, client_id=client_id)
         try:
             log.info("consuming %s as group %s", settings.kafka.topics.events, settings.group_id)
             consumer.run(stop)
         finally:
+            stop.set()
             consumer.close()
+            export.join(timeout=30)
+            exporter.close()
     finally:
         for sig_, handler in previous.items():
             signal.signal(sig_, handler)  # type: ignore[arg-type]
