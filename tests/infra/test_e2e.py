@@ -6,6 +6,7 @@ store, and the ranking through a real Ray Serve deployment answering over HTTP.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -30,15 +31,33 @@ WORLD = SyntheticConfig(n_users=50, seed=11)
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
+def ray_cluster() -> Iterator[int]:
+    """A local Ray instance; yields the port of its Prometheus metrics endpoint."""
     import ray
 
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        metrics_port = int(sock.getsockname()[1])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             namespace="recstream-test")
+             namespace="recstream-test", _metrics_export_port=metrics_port)
     try:
-        yield
+        yield metrics_port
     finally:
         serving.shutdown()
+
+
+def _scrape_until(port: int, needle: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        try:
+            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except requests.RequestException:
+            text = ""
+        if needle in text:
+            return text
+        time.sleep(1)
+    pytest.fail(f"{needle!r} not exported on :{port}/metrics after {timeout} s")
 
 
 @pytest.fixture
@@ -61,7 +80,7 @@ def _consume_until(features: FeatureAccess, want: dict[int, int], timeout: float
 
 def test_clicks_through_kafka_are_ranked_over_http(
     kafka_cfg: KafkaConfig, feast_cfg: FeastConfig, features: FeatureAccess,
-    ray_cluster: None, model_dir: Path, tmp_path: Path, free_tcp_port: int,
+    ray_cluster: int, model_dir: Path, tmp_path: Path, free_tcp_port: int,
 ) -> None:
     from stream.service import run_service
 
@@ -135,3 +154,7 @@ def test_clicks_through_kafka_are_ranked_over_http(
         assert r.status_code == code, (payload, r.status_code, r.text)
     assert requests.post(f"{base}/rank", data=b"{not json", timeout=30,
                          headers={"content-type": "application/json"}).status_code == 422
+
+    # The ingress' request counter reaches Prometheus through Ray's metrics agent.
+    text = _scrape_until(ray_cluster, "recstream_rank_requests", timeout=60)
+    assert f'variant="{body["variant"]}"' in text
