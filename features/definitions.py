@@ -41,6 +41,8 @@ user_behavior_fv = FeatureView(
         Field(name="hist_ts_ms", dtype=Array(Int64)),
         Field(name="last_partition", dtype=Int64),
         Field(name="last_offset", dtype=Int64),
+        # The row's own timestamp (µs), so the next writer can stamp strictly after it.
+        Field(name="written_at_us", dtype=Int64),
     ],
     online=True,
     source=user_behavior_push,

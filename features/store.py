@@ -73,6 +73,17 @@ class UserSequence:
     updated_at: datetime | None = None
 
 
+def _to_us(stamp: datetime) -> int:
+    return int(stamp.timestamp()) * 1_000_000 + stamp.microsecond
+
+
+def _from_us(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromtimestamp(int(value) // 1_000_000, UTC) + timedelta(
+        microseconds=int(value) % 1_000_000)
+
+
 def _ints(value: Any) -> list[int]:
     return [int(v) for v in value] if value is not None else []
 
@@ -93,7 +104,8 @@ class FeatureAccess:
         ids = sorted(set(int(u) for u in user_ids))
         if not ids:
             return {}
-        names = ["hist_item_ids", "hist_cat_ids", "hist_ts_ms", "last_partition", "last_offset"]
+        names = ["hist_item_ids", "hist_cat_ids", "hist_ts_ms", "last_partition", "last_offset",
+                 "written_at_us"]
         resp = self.store.get_online_features(
             features=[f"user_behavior_fv:{n}" for n in names],
             entity_rows=[{"user_id": u} for u in ids],
@@ -108,6 +120,7 @@ class FeatureAccess:
                 ts_ms=_ints(resp["hist_ts_ms"][i]),
                 last_partition=int(resp["last_partition"][i]),
                 last_offset=int(resp["last_offset"][i]),
+                updated_at=_from_us(resp["written_at_us"][i]),
             )
         return out
 
@@ -115,7 +128,9 @@ class FeatureAccess:
         """One push of all ``sequences`` to the online store.
 
         Each row's timestamp is the write time, forced strictly past the row's previous
-        one: the Redis store drops a write whose timestamp is not newer than the stored.
+        one (``updated_at``, read back from the row's ``written_at_us``): the Redis store
+        drops a write whose timestamp is not newer than the stored one, and the previous
+        writer may have been another host with a clock ahead of ours.
         """
         if not sequences:
             return
@@ -131,6 +146,7 @@ class FeatureAccess:
                 "hist_ts_ms": list(seq.ts_ms),
                 "last_partition": int(seq.last_partition),
                 "last_offset": int(seq.last_offset),
+                "written_at_us": _to_us(stamp),
                 "event_timestamp": stamp,
             })
         self.store.push("user_behavior_push", pd.DataFrame(rows), to=PushMode.ONLINE)

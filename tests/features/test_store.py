@@ -43,9 +43,13 @@ def test_sequences_round_trip_and_unknown_users_are_absent(access: FeatureAccess
 
 def test_back_to_back_writes_all_land(access: FeatureAccess) -> None:
     """Redis drops a row not newer than the stored one: stamps must strictly increase,
-    even when the last stamp is ahead of this host's clock."""
-    seq = UserSequence(updated_at=datetime.now(UTC) + timedelta(hours=1))
-    for n in range(1, 21):
+    also after the row was last written by a host whose clock is ahead of ours."""
+    ahead = datetime.now(UTC) + timedelta(hours=1)
+    access.write_sequences({1: UserSequence(item_ids=[1], cat_ids=[1], ts_ms=[1],
+                                            last_offset=1, updated_at=ahead)})
+    for n in range(2, 21):
+        seq = access.read_sequences([1])[1]  # as a new owner after a rebalance would
+        assert seq.updated_at is not None and seq.updated_at > ahead
         seq.item_ids.append(n)
         seq.cat_ids.append(n % 3)
         seq.ts_ms.append(n)
