@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
@@ -35,7 +36,7 @@ from stream.failpoints import failpoint
 from stream.kafka import make_consumer, make_producer
 from stream.samplelog import SampleLog
 from stream.samples import JoinState, Sample
-from stream.sequences import apply_click, snapshot
+from stream.sequences import apply_click
 from stream.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class _Batch:
     clicks_ts_ms: list[int] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     touched: set[int] = field(default_factory=set)
+    ok: Counter[str] = field(default_factory=Counter)
     commits: dict[TopicPartition, OffsetAndMetadata] = field(default_factory=dict)
 
 
@@ -123,6 +125,8 @@ class StreamConsumer:
             if event is not None:
                 self._apply(partition, rec.offset, event, batch)
         self._write(batch)
+        for kind, count in batch.ok.items():
+            metrics.EVENTS.labels(kind, "ok").inc(count)
         self.last_batch_seconds = time.perf_counter() - t0
         metrics.BATCH_SIZE.observe(n)
         metrics.BATCH_SECONDS.observe(self.last_batch_seconds)
@@ -158,9 +162,8 @@ class StreamConsumer:
         seq = part.users[event.user_id]
         if self._known_items.get(event.item_id) != event.category_id:
             batch.items[event.item_id] = event.category_id
-        before = snapshot(seq) if event.event_type is EventType.CLICK else None
         if part.join is not None:
-            batch.samples.extend(part.join.on_event(partition, offset, event, seq, before))
+            batch.samples.extend(part.join.on_event(partition, offset, event, seq))
             batch.touched.add(partition)
         if event.event_type is EventType.CLICK:
             applied = apply_click(seq, event.item_id, event.category_id, event.ts_ms,
@@ -170,7 +173,7 @@ class StreamConsumer:
                 batch.clicks_ts_ms.append(event.ts_ms)
             else:
                 metrics.REPLAYED.labels("click").inc()
-        metrics.EVENTS.labels(event.event_type.value, "ok").inc()
+        batch.ok[event.event_type.value] += 1
 
     def _write(self, batch: _Batch) -> None:
         """Samples + changelog + DLQ to Kafka, then Feast, then the commit (this order)."""

@@ -186,7 +186,8 @@ class JoinState:
         ts = event.ts_ms
         wm_before = self.watermark_ms
         self.watermark_ms = max(self.watermark_ms, ts)
-        out = list(self._close_until(partition, self.watermark_ms))
+        out = (list(self._close_until(partition, self.watermark_ms))
+               if self._heap and self._heap[0][0] < self.watermark_ms else [])
         sid = sample_id(partition, offset)
         if event.event_type is EventType.IMPRESSION:
             emitted = sid in self.ahead  # a crashed run already labelled it: stay silent
