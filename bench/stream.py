@@ -130,7 +130,7 @@ def freshness(settings: StreamSettings, n: int, rate: float) -> tuple[list[float
 def _drain(consumer: StreamConsumer, settings: StreamSettings) -> None:
     """Keep polling until the idle flush has closed every open impression."""
     deadline = time.monotonic() + settings.attribution_window_s * 3 + 30
-    while time.monotonic() < deadline and not consumer.assigned():
+    while time.monotonic() < deadline and len(consumer.assigned()) < settings.kafka.partitions:
         consumer.poll_once(timeout_ms=200)
     while time.monotonic() < deadline and consumer.pending() > 0:
         consumer.poll_once(timeout_ms=200)

@@ -25,8 +25,26 @@ def _parse(spec: str) -> dict[str, float]:
 _POINTS = _parse(os.environ.get("RECSTREAM_FAILPOINTS", ""))
 
 
+class Crash(BaseException):  # noqa: N818 - it is not an error to handle, it ends the run
+    """Raised instead of SIGKILL when ``configure(..., raise_=True)`` (in-process tests)."""
+
+
+_RAISE = [False]
+
+
+def configure(spec: str, *, raise_: bool = False, seed: int | None = None) -> None:
+    """Set the failpoints in-process (tests); ``raise_`` raises :class:`Crash` instead."""
+    _POINTS.clear()
+    _POINTS.update(_parse(spec))
+    _RAISE[0] = raise_
+    if seed is not None:
+        random.seed(seed)
+
+
 def failpoint(name: str) -> None:
     """Kill this process (SIGKILL, no cleanup) with the probability configured for ``name``."""
     prob = _POINTS.get(name)
     if prob and random.random() < prob:
+        if _RAISE[0]:
+            raise Crash(name)
         os.kill(os.getpid(), signal.SIGKILL)

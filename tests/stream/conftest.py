@@ -50,7 +50,11 @@ def drain(consumers: list[StreamConsumer], s: StreamSettings, timeout_s: float =
     while time.monotonic() < deadline:
         for c in consumers:
             c.poll_once(timeout_ms=100)
-        if sum(c.pending() for c in consumers) == 0 and committed_all(s):
+        owned = {p for c in consumers for p in c.assigned()}
+        # Every partition must be owned (and so restored and flushed) before "no pending"
+        # means anything: a member that died a moment ago may still hold some.
+        if len(owned) == s.kafka.partitions and sum(c.pending() for c in consumers) == 0 \
+                and committed_all(s):
             return
     raise AssertionError("the consumers did not drain in time")
 
@@ -64,6 +68,7 @@ class Outcome:
     users: int
     full_users: int  # users whose history reached max_history (trimming happened)
     sequences_wrong: list[int]
+    lost_ids: list[str]
 
 
 def verify(s: StreamSettings) -> Outcome:
@@ -79,7 +84,10 @@ def verify(s: StreamSettings) -> Outcome:
            if u not in online or (online[u].item_ids, online[u].cat_ids, online[u].ts_ms)
            != (items, cats, stamps)]
     full = sum(len(seq[0]) == s.max_history for seq in expected.sequences.values())
-    return Outcome(len(expected.samples), lost, dup, wrong, len(expected.sequences), full, bad)
+    seen = {x["sample_id"] for x in emitted}
+    lost_ids = sorted(sid for sid in expected.samples if sid not in seen)
+    return Outcome(len(expected.samples), lost, dup, wrong, len(expected.sequences), full, bad,
+                   lost_ids[:20])
 
 
 def assert_exact(outcome: Outcome) -> None:
