@@ -25,7 +25,7 @@ def _parse(spec: str) -> dict[str, float]:
 _POINTS = _parse(os.environ.get("RECSTREAM_FAILPOINTS", ""))
 
 
-class Crash(BaseException):  # noqa: N818 - it is not an error to handle, it ends the run
+class Crash(BaseException):
     """Raised instead of SIGKILL when ``configure(..., raise_=True)`` (in-process tests)."""
 
 
