@@ -36,7 +36,7 @@ from kafka import TopicPartition
 from features.store import FeastConfig, FeatureAccess, apply_definitions, open_store
 from infra.stack import start_broker
 from stream.consumer import StreamConsumer
-from stream.kafka import KafkaConfig, Topics, ensure_topics, make_consumer
+from stream.kafka import KafkaConfig, Topics, ensure_topics, make_consumer, make_producer
 from stream.producer import events_from_frame, produce
 from stream.recompute import compare_samples, read_topic, recompute
 from stream.samples import decode_batch
@@ -97,10 +97,16 @@ def pipeline(settings: StreamSettings, n: int) -> float:
         consumer.close()
 
 
-def _produce_live(cfg_json: str, n: int, rate: float, seed: int) -> None:
+def _produce_live(cfg_json: str, n: int, rate: float, seed: int, report: Any) -> None:
     cfg = KafkaConfig.model_validate_json(cfg_json)
     frame = generate(n, SyntheticConfig(seed=seed))
-    produce(events_from_frame(frame, live=True, id_prefix="live"), cfg, rate=rate)
+    producer = make_producer(cfg)
+    report.put(("ready", 0, 0.0))
+    start = time.perf_counter()
+    sent = produce(events_from_frame(frame, live=True, id_prefix="live"), cfg, rate=rate,
+                   producer=producer)
+    report.put(("done", sent, time.perf_counter() - start))
+    producer.close()
 
 
 def freshness(settings: StreamSettings, n: int, rate: float) -> tuple[list[float], float]:
@@ -111,16 +117,23 @@ def freshness(settings: StreamSettings, n: int, rate: float) -> tuple[list[float
         seen = 0
         while not consumer.assigned():
             seen += consumer.poll_once(timeout_ms=100)
-        proc = mp.get_context("spawn").Process(
-            target=_produce_live, args=(settings.kafka.model_dump_json(), n, rate, 11))
+        ctx = mp.get_context("spawn")
+        report = ctx.Queue()
+        proc = ctx.Process(target=_produce_live,
+                           args=(settings.kafka.model_dump_json(), n, rate, 11, report))
         start = time.perf_counter()
         proc.start()
+        while report.empty() and proc.is_alive():  # imports and data generation: not timed
+            consumer.poll_once(timeout_ms=50)
+        consumer.freshness_ms.clear()
         while proc.is_alive() or seen < n:
             seen += consumer.poll_once(timeout_ms=50)
             if time.perf_counter() - start > n / rate * 4 + 60:
                 break
         proc.join()
-        achieved = n / (time.perf_counter() - start)
+        results = [report.get(timeout=10) for _ in range(2)]
+        _, sent, seconds = results[-1]
+        achieved = sent / seconds
         _drain(consumer, settings)
         return consumer.freshness_ms, achieved
     finally:
