@@ -8,7 +8,6 @@ idle flush that closes every open impression.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,26 +17,17 @@ from kafka import TopicPartition
 from stream.dlq import validate
 from stream.events import EventType, InvalidEvent
 from stream.kafka import KafkaConfig, make_consumer
+from stream.topicread import read_range
 
 
-def read_topic(cfg: KafkaConfig, topic: str, timeout_s: float = 60.0
+def read_topic(cfg: KafkaConfig, topic: str
                ) -> dict[int, list[tuple[int, bytes | None, bytes | None]]]:
     """Every record of ``topic`` as ``{partition: [(offset, key, value), ...]}``."""
     reader = make_consumer(cfg, None)
     try:
         parts = sorted(reader.partitions_for_topic(topic) or ())
-        tps = [TopicPartition(topic, p) for p in parts]
-        reader.assign(tps)
-        reader.seek_to_beginning(*tps)
-        ends = reader.end_offsets(tps)
-        out: dict[int, list[tuple[int, bytes | None, bytes | None]]] = {p: [] for p in parts}
-        deadline = time.monotonic() + timeout_s
-        while any(reader.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic} timed out")
-            for tp, recs in reader.poll(timeout_ms=500).items():
-                out[tp.partition].extend((r.offset, r.key, r.value) for r in recs)
-        return out
+        return {p: [(r.offset, r.key, r.value)
+                    for r in read_range(reader, TopicPartition(topic, p), 0)] for p in parts}
     finally:
         reader.close()
 

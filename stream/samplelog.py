@@ -35,8 +35,10 @@ from stream.failpoints import failpoint
 from stream.kafka import make_consumer
 from stream.samples import JoinState, Pending, Sample, decode_batch, encode_batch
 from stream.settings import StreamSettings
+from stream.topicread import read_range, true_end
 
 log = logging.getLogger(__name__)
+CHUNK = 250  # samples or opened entries per record: well below the 1 MB record limit
 
 
 def state_topic(settings: StreamSettings) -> str:
@@ -81,67 +83,85 @@ class SampleLog:
 
     # -- writing ---------------------------------------------------------------------------
     def emit(self, samples: list[Sample], joins: dict[int, JoinState | None]) -> None:
-        """Send ``samples``, then one changelog record per partition of ``joins``; flush both."""
+        """Send ``samples``, then the changelog of each partition of ``joins``; flush both."""
         by_part: dict[int, list[Sample]] = {}
         for s in samples:
             by_part.setdefault(s.source_partition, []).append(s)
         last: dict[int, Any] = {}
         for p, group in by_part.items():
-            last[p] = self.producer.send(
-                self.samples_topic, key=str(p).encode(), value=encode_batch(p, group),
-                partition=p % self.n_samples)
+            for i in range(0, len(group), CHUNK):
+                last[p] = self.producer.send(
+                    self.samples_topic, key=str(p).encode(),
+                    value=encode_batch(p, group[i:i + CHUNK]), partition=p % self.n_samples)
             positives = sum(s.label for s in group)
             metrics.SAMPLES.labels("1").inc(positives)
             metrics.SAMPLES.labels("0").inc(len(group) - positives)
         if last:
             self.producer.flush()
             failpoint("after_samples")
-        sent: dict[int, Any] = {}
-        for p, join in joins.items():
-            if join is None:
-                continue
+        live = {p: j for p, j in joins.items() if j is not None}
+        for p, join in live.items():
             if p in last:
                 join.emit_pos = last[p].get().offset + 1
-            live = [e.log_offset for e in join.pending.values() if e.log_offset is not None]
+        parts = self._send_parts(live)
+        sent: dict[int, Any] = {}
+        for p, join in live.items():
+            logged = [e.log_offset for e in join.pending.values() if e.log_offset is not None]
             record = {
                 "p": p, "upto": join.upto, "wm": join.watermark_ms, "emit_pos": join.emit_pos,
-                "restore_from": min(live) if live else None, "ahead": sorted(join.ahead),
-                "add": [join.pending[o].to_json() for o in join.added],
+                "restore_from": min(logged) if logged else None, "ahead": sorted(join.ahead),
+                "parts": parts.get(p, []), "add": [join.pending[o].to_json() for o in join.added],
                 "done": join.done,
             }
-            sent[p] = self.producer.send(
-                self.state_topic, key=str(p).encode(), partition=p % self.n_state,
-                value=json.dumps(record, separators=(",", ":")).encode())
+            sent[p] = self._send_state(p, record)
         if sent:
             self.producer.flush()
             failpoint("after_changelog")
         for p, fut in sent.items():
-            join = joins[p]
-            assert join is not None
+            join = live[p]
             offset = fut.get().offset
             for o in join.added:
                 join.pending[o].log_offset = offset
             join.added, join.done = [], []
             metrics.PENDING.labels(str(p)).set(len(join.pending))
 
-    # -- restoring -------------------------------------------------------------------------
-    def _read(self, tp: TopicPartition, start: int, end: int) -> list[ConsumerRecord]:
-        if start >= end:
-            return []
-        self.reader.assign([tp])
-        self.reader.seek(tp, start)
-        out: list[ConsumerRecord] = []
-        deadline = time.monotonic() + 60
-        while self.reader.position(tp) < end:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {tp} [{start}, {end}) timed out")
-            for got_tp, recs in self.reader.poll(timeout_ms=500).items():
-                if got_tp == tp:  # never a record of an earlier read's partition
-                    out.extend(r for r in recs if start <= r.offset < end)
+    def _send_state(self, p: int, record: dict[str, Any]) -> Any:
+        return self.producer.send(self.state_topic, key=str(p).encode(),
+                                  partition=p % self.n_state,
+                                  value=json.dumps(record, separators=(",", ":")).encode())
+
+    def _send_parts(self, joins: dict[int, JoinState]) -> dict[int, list[int]]:
+        """Send the opened entries beyond the last CHUNK as part records (keeps records small).
+
+        A part only counts once the final record of its batch lists it, so the parts of a
+        batch that crashed before its final record are ignored by every later restore.
+        """
+        futures: dict[int, list[tuple[Any, list[int]]]] = {}
+        for p, join in joins.items():
+            while len(join.added) > CHUNK:
+                chunk, join.added = join.added[:CHUNK], join.added[CHUNK:]
+                record = {"p": p, "part": True,
+                          "add": [join.pending[o].to_json() for o in chunk]}
+                futures.setdefault(p, []).append((self._send_state(p, record), chunk))
+        if not futures:
+            return {}
+        self.producer.flush()
+        out: dict[int, list[int]] = {}
+        for p, sent in futures.items():
+            for fut, chunk in sent:
+                offset = fut.get().offset
+                out.setdefault(p, []).append(offset)
+                for o in chunk:
+                    joins[p].pending[o].log_offset = offset
         return out
 
+    # -- restoring -------------------------------------------------------------------------
+    def _read(self, tp: TopicPartition, start: int, end: int | None = None
+              ) -> list[ConsumerRecord]:
+        return read_range(self.reader, tp, start, end)
+
     def _end(self, tp: TopicPartition) -> int:
-        return int(self.reader.end_offsets([tp])[tp])
+        return true_end(self.reader, tp)
 
     def _last_record(self, p: int) -> ConsumerRecord | None:
         tp = TopicPartition(self.state_topic, p % self.n_state)
@@ -150,7 +170,8 @@ class SampleLog:
         key = str(p).encode()
         while hi > 0:
             lo = max(0, hi - chunk)
-            mine = [r for r in self._read(tp, lo, hi) if r.key == key]
+            mine = [r for r in self._read(tp, lo, hi)
+                    if r.key == key and b'"part":true' not in r.value]
             if mine:
                 return mine[-1]
             hi, chunk = lo, chunk * 4
@@ -166,20 +187,26 @@ class SampleLog:
             start = head["restore_from"] if head["restore_from"] is not None else last.offset
             tp = TopicPartition(self.state_topic, p % self.n_state)
             entries: dict[int, Pending] = {}
+            parts: dict[int, list] = {}
             for rec in self._read(tp, start, last.offset + 1):
                 if rec.key != key:
                     continue
                 body = json.loads(rec.value)
+                if body.get("part"):
+                    parts[rec.offset] = body["add"]
+                    continue
                 for o in body["done"]:  # before "add": an entry can be re-added (re-logged)
                     entries.pop(o, None)
-                for row in body["add"]:
-                    entries[row[0]] = Pending.from_json(row, rec.offset)
+                rows = [(o, row) for o in body["parts"] for row in parts.get(o, [])]
+                rows += [(rec.offset, row) for row in body["add"]]
+                for log_offset, row in rows:
+                    entries[row[0]] = Pending.from_json(row, log_offset)
             for entry in sorted(entries.values(), key=lambda e: e.offset):
                 join.add(entry)
             join.upto, join.watermark_ms = head["upto"], head["wm"]
             join.emit_pos, join.ahead = head["emit_pos"], set(head["ahead"])
         stp = TopicPartition(self.samples_topic, p % self.n_samples)
-        emitted = [s["sample_id"] for r in self._read(stp, join.emit_pos, self._end(stp))
+        emitted = [s["sample_id"] for r in self._read(stp, join.emit_pos)
                    if r.key == key for s in decode_batch(r.value)]
         for sid in emitted:
             offset = int(sid.split("-")[1])

@@ -18,6 +18,7 @@ from stream.kafka import KafkaConfig, make_consumer
 from stream.recompute import compare_samples, read_topic, recompute
 from stream.samples import decode_batch
 from stream.settings import StreamSettings
+from stream.topicread import true_end
 
 WINDOW_S = 1.0
 MAX_HISTORY = 6
@@ -38,8 +39,7 @@ def committed_all(s: StreamSettings) -> bool:
     try:
         parts = probe.partitions_for_topic(s.kafka.topics.events) or set()
         tps = [TopicPartition(s.kafka.topics.events, p) for p in parts]
-        ends = probe.end_offsets(tps)
-        return all((probe.committed(tp) or 0) >= ends[tp] for tp in tps)
+        return all((probe.committed(tp) or 0) >= true_end(probe, tp) for tp in tps)
     finally:
         probe.close()
 
