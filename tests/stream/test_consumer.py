@@ -41,11 +41,16 @@ def test_two_consumers_and_rebalances_mid_replay(settings: StreamSettings) -> No
         deadline = time.monotonic() + 4
         while time.monotonic() < deadline:  # first alone owns every partition
             first.poll_once(timeout_ms=100)
-        both_deadline = time.monotonic() + 8
+        both_deadline = time.monotonic() + 30
         while time.monotonic() < both_deadline:  # second joins: partitions move over
             first.poll_once(timeout_ms=50)
             second.poll_once(timeout_ms=50)
+            if second.assigned() and first.assigned():
+                break
         moved = bool(second.assigned())
+        for _ in range(10):  # both process a little while sharing the partitions
+            first.poll_once(timeout_ms=50)
+            second.poll_once(timeout_ms=50)
     finally:
         first.close()  # leaves mid-replay: second takes everything back
     try:

@@ -20,6 +20,7 @@ from tests.conftest import ROOT, free_port
 from tests.stream.conftest import assert_exact, drain, verify
 
 WORLD = SyntheticConfig(n_users=60, seconds_between_events=0.2)
+KILLS = 4
 FAILPOINTS = "after_samples=0.02,after_changelog=0.02,after_feast=0.02,after_commit=0.02"
 
 
@@ -52,11 +53,11 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(
     settings.kafka.session_timeout_ms, settings.kafka.heartbeat_interval_ms = 3000, 500
     rng = random.Random(int(os.environ.get("RECSTREAM_CRASH_SEED", "20261122")))
     sender = threading.Thread(
-        target=produce, args=(events_from_frame(generate(3000, WORLD), id_prefix="k"),
-                              settings.kafka), kwargs={"rate": 350})
+        target=produce, args=(events_from_frame(generate(2000, WORLD), id_prefix="k"),
+                              settings.kafka), kwargs={"rate": 300})
     sender.start()
     kills = {"external": 0, "failpoint": 0}
-    for n in range(5):
+    for n in range(KILLS):
         proc, log = start(settings, tmp_path, n, FAILPOINTS)
         wait_assigned(proc, log)
         time.sleep(rng.uniform(0.1, 2.5))
@@ -73,7 +74,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(
         drain([survivor], settings, timeout_s=90)
     finally:
         survivor.close()
-    assert sum(kills.values()) == 5
+    assert sum(kills.values()) == KILLS
     assert_exact(verify(settings))
 
 

@@ -1,0 +1,60 @@
+"""Crash recovery of the join-state changelog: many in-process crashes at every failpoint.
+
+The failpoints raise instead of killing (fast, so there can be many crashes); the crashed
+consumer is abandoned without committing, the next one restores from Kafka and Feast.
+Records are made tiny so that every batch's changelog is split into part records.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from stream import failpoints, samplelog
+from stream.consumer import StreamConsumer
+from stream.producer import events_from_frame, produce
+from stream.settings import StreamSettings
+from stream.synthetic import SyntheticConfig, generate
+from tests.stream.conftest import assert_exact, committed_all, drain, verify
+
+POINTS = "after_samples=0.1,after_changelog=0.1,after_feast=0.1,after_commit=0.1"
+
+
+def abandon(consumer: StreamConsumer) -> None:
+    """What a crash leaves: nothing committed or flushed beyond what already was."""
+    consumer.consumer.close(autocommit=False)
+    consumer.producer.close(timeout=0)
+    consumer.samples.reader.close()
+
+
+def test_crashes_at_every_point_with_split_records(
+    settings: StreamSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(samplelog, "CHUNK", 7)
+    settings.kafka.max_poll_records = 40
+    world = SyntheticConfig(n_users=50, seconds_between_events=0.2)
+    produce(events_from_frame(generate(1000, world), id_prefix="c"), settings.kafka)
+    crashes: dict[str, int] = {}
+    try:
+        for round_ in range(60):
+            failpoints.configure(POINTS, raise_=True, seed=round_)
+            consumer = StreamConsumer(settings, client_id=f"c{round_}")
+            try:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and not committed_all(settings):
+                    consumer.poll_once(timeout_ms=100)
+                consumer.close()
+                break
+            except failpoints.Crash as crash:
+                crashes[str(crash)] = crashes.get(str(crash), 0) + 1
+                abandon(consumer)
+    finally:
+        failpoints.configure("")
+    survivor = StreamConsumer(settings, client_id="survivor")
+    try:
+        drain([survivor], settings)
+    finally:
+        survivor.close()
+    assert len(crashes) == 4, crashes  # every failpoint fired at least once
+    assert_exact(verify(settings))
