@@ -29,7 +29,7 @@ def read_range(reader: KafkaConsumer, tp: TopicPartition, start: int, end: int |
     while True:
         if time.monotonic() > deadline:
             raise TimeoutError(f"reading {tp} from {start} timed out")
-        polled = reader.poll(timeout_ms=200)
+        polled = reader.poll(timeout_ms=50)
         recs = [r for got_tp, rs in polled.items() if got_tp == tp for r in rs
                 if r.offset >= start and (end is None or r.offset < end)]
         out.extend(recs)
@@ -40,7 +40,7 @@ def read_range(reader: KafkaConsumer, tp: TopicPartition, start: int, end: int |
         if end is None and high is not None and position >= high:
             return out
         empty = 0 if recs else empty + 1
-        if end is None and empty >= 2:
+        if end is None and empty >= 3:
             return out
 
 

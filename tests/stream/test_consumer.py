@@ -29,36 +29,50 @@ def test_replay_builds_the_offline_sequences_and_samples(settings: StreamSetting
     assert outcome.full_users > 0
 
 
+def _run(consumer: StreamConsumer, stop: threading.Event) -> threading.Thread:
+    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait(cond: object, timeout_s: float = 30) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_two_consumers_and_rebalances_mid_replay(settings: StreamSettings) -> None:
     settings.kafka.max_poll_records = 100
     frame = generate(3000, WORLD)
     sender = threading.Thread(target=produce, args=(events_from_frame(frame, id_prefix="b"),
-                                                    settings.kafka), kwargs={"rate": 1500})
+                                                    settings.kafka), kwargs={"rate": 500})
     sender.start()
-    first = StreamConsumer(settings, client_id="first")
-    second = StreamConsumer(settings, client_id="second")
+    first, second = (StreamConsumer(settings, client_id=name) for name in ("first", "second"))
+    stop_first, stop_second = threading.Event(), threading.Event()
+    t_first = _run(first, stop_first)
     try:
-        deadline = time.monotonic() + 4
-        while time.monotonic() < deadline:  # first alone owns every partition
-            first.poll_once(timeout_ms=100)
-        both_deadline = time.monotonic() + 30
-        while time.monotonic() < both_deadline:  # second joins: partitions move over
-            first.poll_once(timeout_ms=50)
-            second.poll_once(timeout_ms=50)
-            if second.assigned() and first.assigned():
-                break
-        moved = bool(second.assigned())
-        for _ in range(10):  # both process a little while sharing the partitions
-            first.poll_once(timeout_ms=50)
-            second.poll_once(timeout_ms=50)
+        assert _wait(lambda: len(first.assigned()) == settings.kafka.partitions)
+        time.sleep(0.5)  # first alone processes part of the replay
+        t_second = _run(second, stop_second)
+        # second joins: the partitions are split between the two
+        assert _wait(lambda: bool(first.assigned()) and bool(second.assigned()))
+        time.sleep(0.5)
     finally:
+        stop_first.set()
+        t_first.join(timeout=30)
         first.close()  # leaves mid-replay: second takes everything back
     try:
         sender.join()
+        assert _wait(lambda: len(second.assigned()) == settings.kafka.partitions)
+        stop_second.set()
+        t_second.join(timeout=30)
         drain([second], settings)
     finally:
+        stop_second.set()
         second.close()
-    assert moved
     assert_exact(verify(settings))
 
 
