@@ -18,7 +18,8 @@ from stream.settings import StreamSettings
 from stream.synthetic import SyntheticConfig, generate
 from tests.stream.conftest import assert_exact, committed_all, drain, verify
 
-POINTS = "after_samples=0.1,after_changelog=0.1,after_feast=0.1,after_commit=0.1"
+POINTS = ("after_samples", "after_changelog", "after_feast", "after_commit")
+CRASHES = 8  # two at each point
 
 
 def abandon(consumer: StreamConsumer) -> None:
@@ -34,18 +35,18 @@ def test_crashes_at_every_point_with_split_records(
     monkeypatch.setattr(samplelog, "CHUNK", 7)
     settings.kafka.max_poll_records = 40
     world = SyntheticConfig(n_users=50, seconds_between_events=0.2)
-    produce(events_from_frame(generate(1000, world), id_prefix="c"), settings.kafka)
+    produce(events_from_frame(generate(800, world), id_prefix="c"), settings.kafka)
     crashes: dict[str, int] = {}
     try:
-        for round_ in range(60):
-            failpoints.configure(POINTS, raise_=True, seed=round_)
+        for round_ in range(CRASHES):
+            # One armed point per round, in turn, so every point crashes the same number of times.
+            failpoints.configure(f"{POINTS[round_ % len(POINTS)]}=0.35", raise_=True, seed=round_)
             consumer = StreamConsumer(settings, client_id=f"c{round_}")
             try:
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline and not committed_all(settings):
                     consumer.poll_once(timeout_ms=100)
                 consumer.close()
-                break
             except failpoints.Crash as crash:
                 crashes[str(crash)] = crashes.get(str(crash), 0) + 1
                 abandon(consumer)
@@ -56,5 +57,5 @@ def test_crashes_at_every_point_with_split_records(
         drain([survivor], settings)
     finally:
         survivor.close()
-    assert len(crashes) == 4, crashes  # every failpoint fired at least once
+    assert len(crashes) == len(POINTS), crashes  # every failpoint fired
     assert_exact(verify(settings))
