@@ -181,8 +181,9 @@ class StreamConsumer:
                                           if p in self._parts})
         self.producer.flush()
         t0 = time.perf_counter()
-        self._feast_write(batch)
-        done = time.time()
+        self._write_sequences(batch.changed)
+        done = time.time()  # the new sequences are readable from here on
+        self._write_items(batch.items)
         metrics.FEAST_WRITE.observe(time.perf_counter() - t0)
         for ts_ms in batch.clicks_ts_ms:
             age = done - ts_ms / 1000.0
@@ -197,9 +198,12 @@ class StreamConsumer:
         failpoint("after_commit")
 
     @retry(stop=stop_after_attempt(5), wait=wait_exponential(0.05, max=2), reraise=True)
-    def _feast_write(self, batch: _Batch) -> None:
-        self.features.write_sequences(batch.changed)
-        self.features.write_items(batch.items)
+    def _write_sequences(self, changed: dict[int, UserSequence]) -> None:
+        self.features.write_sequences(changed)
+
+    @retry(stop=stop_after_attempt(5), wait=wait_exponential(0.05, max=2), reraise=True)
+    def _write_items(self, items: dict[int, int]) -> None:
+        self.features.write_items(items)
 
     def _commit(self, commits: dict[TopicPartition, OffsetAndMetadata]) -> None:
         owned = {tp: om for tp, om in commits.items() if tp.partition in self._parts}
