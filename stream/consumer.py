@@ -269,4 +269,5 @@ class StreamConsumer:
             self.producer.flush()
         finally:
             self.consumer.close(autocommit=False)
+            self.samples.reader.close()
             self.producer.close()
