@@ -15,6 +15,7 @@ point-in-time join uses.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -44,8 +45,11 @@ class SampleExporter:
         """Export what is there now (until a poll comes back empty); return samples written."""
         rows: dict[int, list[dict]] = {}
         ranges: dict[int, tuple[int, int]] = {}
+        joining = time.monotonic() + 15  # the first call waits for the group assignment
         while True:
             polled = self.consumer.poll(timeout_ms=timeout_ms)
+            if not polled and not self.consumer.assignment() and time.monotonic() < joining:
+                continue
             if not polled:
                 break
             for tp, recs in polled.items():
