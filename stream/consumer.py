@@ -136,7 +136,8 @@ class StreamConsumer:
     def _validate(self, partition: int, rec: ConsumerRecord) -> Event | None:
         try:
             return validate(rec.key, rec.value, self.settings.max_future_skew_s)
-        except InvalidEvent as exc:
+        except Exception as err:  # any input the contract cannot read goes to the DLQ
+            exc = err if isinstance(err, InvalidEvent) else InvalidEvent("unexpected", repr(err))
             dead = DeadLetter(key=rec.key, value=rec.value or b"", reason=exc.reason,
                               detail=exc.detail, source_topic=rec.topic,
                               source_partition=partition, source_offset=rec.offset)

@@ -4,7 +4,9 @@ A message that fails the contract goes to ``events.dlq`` unchanged: the value is
 bytes, the key the original key, and Kafka headers carry ``reason``, ``detail``,
 ``source_topic``, ``source_partition`` and ``source_offset``. Reasons are the labels of
 :func:`stream.events.parse_event` plus ``future_ts`` for the service's own skew limit and
-``key_mismatch`` (the key is not the user id, so the user would leave its partition).
+``key_mismatch`` (the key is not the user id, so the user would leave its partition) and
+``unexpected`` (the parser failed in a way it does not label: still dead-lettered, never a
+crash).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from datetime import UTC, datetime
 from stream.events import Event, InvalidEvent, parse_event
 
 REASONS = ("empty", "oversize", "not_json", "unknown_schema_version", "future_ts",
-           "invalid_field", "key_mismatch")
+           "invalid_field", "key_mismatch", "unexpected")
 
 
 def validate(key: bytes | None, value: bytes | None, max_future_skew_s: float,
