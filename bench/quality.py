@@ -104,8 +104,8 @@ def latency_ms(model: Any, test: SampleSet, candidates: int = 100, repeats: int 
         n = int(test.hist_len[i])
         cand = rng.integers(len(test), size=candidates)
         start = time.perf_counter()
-        score_candidates(model, test.hist_item[i, :n], test.hist_cat[i, :n],
-                         test.item_id[cand], test.cat_id[cand])
+        score_candidates(model, test.hist_item[i, :n].tolist(), test.hist_cat[i, :n].tolist(),
+                         test.item_id[cand].tolist(), test.cat_id[cand].tolist())
         if r >= 5:
             times.append((time.perf_counter() - start) * 1e3)
     q = statistics.quantiles(times, n=10)

@@ -35,7 +35,7 @@ class DIENConfig:
     att_activation: str = "dice"
     mlp: tuple[int, ...] = (200, 80)
     activation: str = "dice"
-    dropout: float = 0.0
+    dropout: float = 0.2
     input_bn: bool = True
     aux_hidden: tuple[int, ...] = ()
     aux_weight: float = 1.0

@@ -27,7 +27,7 @@ class DINConfig:
     att_softmax: bool = False
     mlp: tuple[int, ...] = (200, 80)
     activation: str = "dice"
-    dropout: float = 0.0
+    dropout: float = 0.2
     input_bn: bool = True
 
     @property
