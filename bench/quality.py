@@ -151,6 +151,54 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _mean_rows(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean of every numeric field over the seeds, plus ``<field>_std`` for the metrics."""
+    out: dict[str, Any] = {}
+    for key, value in runs[0].items():
+        values = [r[key] for r in runs]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = statistics.fmean(values)
+            if key.endswith(("auc", "logloss")) and len(values) > 1:
+                out[f"{key}_std"] = statistics.stdev(values)
+        else:
+            out[key] = value
+    return out
+
+
+def run_arch(arch: str, frame: Any, train: SampleSet, test: SampleSet, seeds: list[int],
+             peer: bool, args: argparse.Namespace) -> dict[str, Any]:
+    """Ours (and the peer) of ``arch``, trained once per seed: the mean row."""
+    ours: list[dict[str, Any]] = []
+    theirs: list[dict[str, Any]] = []
+    latency: dict[str, float] = {}
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = build_model(arch, frame, dim=args.dim)
+        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          device=args.device, seed=seed)
+        stats = fit(model, train, cfg)
+        ours.append({**evaluate(model, test), "train_seconds": stats["seconds"],
+                     "train_samples_per_s": stats["samples_per_s"]})
+        print(f"{arch} seed {seed}: auc {ours[-1]['auc']:.4f} "
+              f"{ours[-1]['train_samples_per_s']:.0f} samples/s", flush=True)
+        if not latency:
+            latency = latency_ms(model, test)
+        if peer:
+            torch.manual_seed(seed)
+            theirs.append(run_peer(arch, train, test, model.bank.vocab("item").numpy(),
+                                   model.bank.vocab("cat").numpy(), args))
+            print(f"  peer {theirs[-1]['peer_model']}: auc {theirs[-1]['peer_auc']:.4f} "
+                  f"{theirs[-1]['peer_train_samples_per_s']:.0f} samples/s", flush=True)
+    row: dict[str, Any] = {"model": arch, **_mean_rows(ours), "latency_ms_1x100": latency,
+                           "auc_runs": [r["auc"] for r in ours]}
+    row.update({k: None for k in ("peer_auc", "peer_gauc", "peer_logloss", "peer_calibration",
+                                  "peer_train_samples_per_s")})
+    if theirs:
+        row.update(_mean_rows(theirs))
+        row["peer_auc_runs"] = [r["peer_auc"] for r in theirs]
+    return row
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="recstream bench quality", description=__doc__)
     p.add_argument("--data", default="../shared/data/ml-100k", help="MovieLens folder")
@@ -162,7 +210,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--models", default="base,din,dien")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     p.add_argument("--no-peer", action="store_true", help="skip DeepCTR-Torch")
     return p.parse_args(argv)
@@ -186,37 +234,19 @@ def main(argv: list[str] | None = None) -> int:
                   "(pip install --no-deps deepctr-torch==0.3.0)", file=sys.stderr)
             peer = False
     frame = load_movielens(args.data)
-    samples = build_samples(frame, max_len=args.max_len, seed=args.seed)
+    samples = build_samples(frame, max_len=args.max_len, seed=0)
     train, test = time_split(samples, 0.8)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      device=args.device, seed=args.seed)
-    rows: list[dict[str, Any]] = []
-    for arch in archs:
-        torch.manual_seed(args.seed)
-        model = build_model(arch, frame, dim=args.dim)
-        stats = fit(model, train, cfg)
-        row: dict[str, Any] = {"model": arch, **evaluate(model, test),
-                               "train_seconds": stats["seconds"],
-                               "train_samples_per_s": stats["samples_per_s"],
-                               "latency_ms_1x100": latency_ms(model, test)}
-        print(f"{arch}: auc {row['auc']:.4f} gauc {row['gauc']:.4f} "
-              f"{row['train_samples_per_s']:.0f} samples/s", flush=True)
-        row.update({k: None for k in ("peer_auc", "peer_gauc", "peer_logloss",
-                                      "peer_calibration", "peer_train_samples_per_s")})
-        if peer:
-            torch.manual_seed(args.seed)
-            row.update(run_peer(arch, train, test, model.bank.vocab("item").numpy(),
-                                model.bank.vocab("cat").numpy(), args))
-            print(f"  peer {row['peer_model']}: auc {row['peer_auc']:.4f} "
-                  f"{row['peer_train_samples_per_s']:.0f} samples/s", flush=True)
-        rows.append(row)
+    seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
+    rows = [run_arch(arch, frame, train, test, seeds, peer, args) for arch in archs]
     result = {
         "models": rows, "targets": targets(rows), "machine": machine(args.device),
         "protocol": {"data": Path(args.data).name, "events": len(frame), "train": len(train),
                      "test": len(test), "label": "rating >= 4", "max_len": args.max_len,
                      "split": "first 80% of events by time train", "epochs": args.epochs,
                      "dim": args.dim, "batch_size": args.batch_size, "optimizer": "Adam",
-                     "lr": args.lr, "seed": args.seed, "peer": PEER if peer else None}}
+                     "lr": args.lr, "seeds": seeds, "peer": PEER if peer else None,
+                     "aggregate": "metrics and samples/s are means over the seeds; *_std the "
+                                  "standard deviation; *_runs the per-seed values"}}
     text = json.dumps(result, indent=2, default=float)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

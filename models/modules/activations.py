@@ -22,7 +22,8 @@ class Dice(nn.Module):
         shape = x.shape
         flat = x.reshape(-1, shape[-1])  # (N, H)
         p = torch.sigmoid(self.bn(flat)).reshape(shape)  # (..., H)
-        return p * x + (1.0 - p) * self.alpha * x
+        # p * x + (1 - p) * alpha * x, as x * (alpha + p * (1 - alpha)): two large ops, not five
+        return torch.addcmul(self.alpha, p, 1.0 - self.alpha) * x
 
 
 class PReLU(nn.Module):
