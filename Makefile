@@ -30,7 +30,9 @@ demo: install
 bench-stream: install
 	$(VENV)/bin/recstream bench stream --json bench/results/stream.json
 
+# The peer library is installed without its dependencies (it would pull another torch).
 bench-quality: install
+	$(PY) -m pip install -q --no-deps deepctr-torch==0.3.0
 	$(VENV)/bin/recstream bench quality --json bench/results/quality_ml100k_cpu.json
 
 clean:

@@ -53,7 +53,7 @@ def _peer_inputs(s: SampleSet, item_vocab: np.ndarray, cat_vocab: np.ndarray,
 
 
 def run_peer(arch: str, train: SampleSet, test: SampleSet, item_vocab: np.ndarray,
-             cat_vocab: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+             cat_vocab: np.ndarray, args: argparse.Namespace, seed: int = 0) -> dict[str, Any]:
     """Trains and evaluates the peer's model of ``arch``; its metrics and train speed."""
     from deepctr_torch.inputs import SparseFeat, VarLenSparseFeat, get_feature_names
     from deepctr_torch.models import DIEN, DIN, WDL
@@ -73,11 +73,12 @@ def run_peer(arch: str, train: SampleSet, test: SampleSet, item_vocab: np.ndarra
     device = "cuda:0" if args.device == "cuda" else "cpu"
     model: Any
     if arch == "base":
-        model = WDL(sparse, columns, device=device)
+        model = WDL(sparse, columns, device=device, seed=seed)
     elif arch == "din":
-        model = DIN(columns, behaviour, device=device)
+        model = DIN(columns, behaviour, device=device, seed=seed)
     else:
-        model = DIEN(columns, behaviour, gru_type="AUGRU", use_negsampling=True, device=device)
+        model = DIEN(columns, behaviour, gru_type="AUGRU", use_negsampling=True, device=device,
+                     seed=seed)
     model.compile("adam", "binary_crossentropy")
     names = get_feature_names(columns)
     x_train = _peer_inputs(train, item_vocab, cat_vocab, arch == "dien")
@@ -186,7 +187,7 @@ def run_arch(arch: str, frame: Any, train: SampleSet, test: SampleSet, seeds: li
         if peer:
             torch.manual_seed(seed)
             theirs.append(run_peer(arch, train, test, model.bank.vocab("item").numpy(),
-                                   model.bank.vocab("cat").numpy(), args))
+                                   model.bank.vocab("cat").numpy(), args, seed))
             print(f"  peer {theirs[-1]['peer_model']}: auc {theirs[-1]['peer_auc']:.4f} "
                   f"{theirs[-1]['peer_train_samples_per_s']:.0f} samples/s", flush=True)
     row: dict[str, Any] = {"model": arch, **_mean_rows(ours), "latency_ms_1x100": latency,

@@ -78,7 +78,7 @@ def _train(model: Ranker, samples: SampleSet, cfg: TrainConfig,
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model.to(cfg.device)
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     tensors = samples.tensors()
     negatives = isinstance(model, DIEN)
     n, seen, total_loss, steps = len(samples), 0, 0.0, 0
