@@ -45,7 +45,7 @@ class FusedGRU(torch.autograd.Function):
         c_steps, gh_steps = c_all.split(counts), gh_all.split(counts)
         hp = gx.new_zeros(counts[0] if counts else 0, hdim)
         w_t = w_hh.T
-        for t, n in enumerate(counts):
+        for t in range(len(counts)):
             gh, ru, c, h = gh_steps[t], ru_steps[t], c_steps[t], h_steps[t]
             torch.addmm(b_hh, hp, w_t, out=gh)  # (n, 3H)
             torch.add(gx_ru[t], gh[:, :2 * hdim], out=ru).sigmoid_()  # (n, 2H)
@@ -79,7 +79,8 @@ class FusedGRU(torch.autograd.Function):
         coef = torch.cat([k_c * gh_c * r * (1 - r), k_u, k_c * r], dim=1)  # (N, 3H)
         keep = 1 - u_eff  # (N, H) dh_t / dh_{t-1}, direct path
         g_all = grads[0].contiguous().clone()  # (N, H) becomes dL/dh_t with the carry
-        g_steps, coef_steps, keep_steps = g_all.split(counts), coef.split(counts), keep.split(counts)
+        g_steps, coef_steps = g_all.split(counts), coef.split(counts)
+        keep_steps = keep.split(counts)
         carry: torch.Tensor | None = None
         for t in range(len(counts) - 1, -1, -1):
             n, g = counts[t], g_steps[t]
