@@ -153,12 +153,18 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _mean_rows(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean of every numeric field over the seeds, plus ``<field>_std`` for the metrics."""
+    """Over the seeds: the mean of each metric (plus ``<field>_std``), the median of each
+    speed (plus ``<field>_runs``)."""
     out: dict[str, Any] = {}
     for key, value in runs[0].items():
         values = [r[key] for r in runs]
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[key] = statistics.fmean(values)
+            if key.endswith(("samples_per_s", "seconds")):
+                # speed: the median, robust to a run slowed by a neighbour on a shared host
+                out[key] = statistics.median(values)
+                out[f"{key}_runs"] = values
+            else:
+                out[key] = statistics.fmean(values)
             if key.endswith(("auc", "logloss")) and len(values) > 1:
                 out[f"{key}_std"] = statistics.stdev(values)
         else:
@@ -246,8 +252,9 @@ def main(argv: list[str] | None = None) -> int:
                      "split": "first 80% of events by time train", "epochs": args.epochs,
                      "dim": args.dim, "batch_size": args.batch_size, "optimizer": "Adam",
                      "lr": args.lr, "seeds": seeds, "peer": PEER if peer else None,
-                     "aggregate": "metrics and samples/s are means over the seeds; *_std the "
-                                  "standard deviation; *_runs the per-seed values"}}
+                     "aggregate": "metrics: mean over the seeds (*_std: standard deviation); "
+                                  "speeds and seconds: median over the seeds (*_runs: "
+                                  "per-seed values)"}}
     text = json.dumps(result, indent=2, default=float)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

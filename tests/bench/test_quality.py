@@ -42,6 +42,7 @@ def test_mean_rows_averages_numbers_and_keeps_labels() -> None:
     assert out["train_seconds"] == pytest.approx(3.0)
     assert out["peer_model"] == "DIN"
     assert "train_seconds_std" not in out
+    assert out["train_seconds_runs"] == [2.0, 4.0]
 
 
 def test_short_run_writes_the_json_schema(ml100k_dir: Path, tmp_path: Path) -> None:
