@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -135,25 +136,57 @@ def ray_auth_env(token_path: Path) -> dict[str, str]:
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path.resolve())}
 
 
+RAY_MARK = "RECSTREAM_RAY_HEAD"
+
+
 def start_ray(port: int, metrics_port: int, token_path: Path, num_cpus: int | None = None
               ) -> None:
     """Start a local Ray head node on ``port`` (no dashboard, no usage stats).
 
     Ray's metrics agent (Serve metrics included) answers Prometheus on ``metrics_port``.
+    Every process ``ray start`` spawns inherits ``RECSTREAM_RAY_HEAD=<port>``, which is how
+    :func:`stop_ray` finds this cluster and no other.
     """
     cmd = [_ray_cli(), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
            "--include-dashboard=false", "--disable-usage-stats",
            f"--metrics-export-port={metrics_port}"]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
-    env = {**os.environ, **ray_auth_env(token_path)}
+    env = {**os.environ, **ray_auth_env(token_path), RAY_MARK: str(port)}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     if res.returncode != 0:
         raise StackError(f"ray: `ray start` failed: {res.stderr.strip()[-600:]}")
 
 
-def stop_ray() -> None:
-    subprocess.run([_ray_cli(), "stop", "--force"], capture_output=True, timeout=120)
+def ray_processes(port: int) -> list[psutil.Process]:
+    """The processes of the Ray head started by :func:`start_ray` on ``port``: those carrying
+    its mark, plus their descendants (Ray's agents and workers do not all keep the env)."""
+    marked = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get(RAY_MARK) == str(port):
+                marked.append(proc)
+    found = {p.pid: p for p in marked}
+    for proc in marked:
+        with contextlib.suppress(psutil.Error):
+            found.update({c.pid: c for c in proc.children(recursive=True)})
+    return list(found.values())
+
+
+def stop_ray(port: int, grace_s: float = 10.0) -> int:
+    """Stop the Ray head of :func:`start_ray` on ``port`` (SIGTERM, then SIGKILL after
+    ``grace_s``); other Ray clusters on the machine are left alone. Returns how many
+    processes were stopped."""
+    procs = ray_processes(port)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=grace_s)
+    return len(procs)
 
 
 def ray_address(port: int) -> str:
@@ -210,9 +243,9 @@ def up(s: StackSettings, *, ray: bool = True, log: Callable[[str], None] = print
 
 
 def down(s: StackSettings, *, log: Callable[[str], None] = print) -> None:
-    """Stop Ray and the broker started by :func:`up`."""
-    stop_ray()
-    log("ray: stopped")
+    """Stop Ray and the broker started by :func:`up` (nothing else)."""
+    stopped = stop_ray(s.ray_port)
+    log(f"ray: stopped ({stopped} processes)" if stopped else "ray: was not running")
     if s.broker_pidfile.exists():
         pid = int(s.broker_pidfile.read_text())
         with contextlib.suppress(ProcessLookupError):

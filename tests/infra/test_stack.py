@@ -1,10 +1,12 @@
 """`recstream stack up|status|down` against the real broker and Feast (Ray left out here:
-`ray stop` is machine-wide; the end-to-end test runs its own Ray)."""
+the end-to-end test runs Ray; here only its start and scoped stop)."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+import psutil
 import pytest
 from kafka import KafkaAdminClient
 
@@ -41,3 +43,25 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path, broker: str) -> None:
     port = int(broker.rsplit(":", 1)[1])
     with pytest.raises(stack.StackError, match=r"kafka: port \d+ is already taken"):
         stack.start_broker(port, tmp_path / "tansu.log")
+
+
+def test_stop_ray_stops_this_head_and_leaves_other_processes_alone(
+        tmp_path: Path, free_tcp_port: int) -> None:
+    # an unrelated process whose command line looks like Ray's (`ray stop --force` would
+    # match it by name); it must survive
+    other = subprocess.Popen(["bash", "-c", "exec -a raylet sleep 120"])
+    try:
+        stack.start_ray(free_tcp_port, 0, tmp_path / "token", num_cpus=1)
+        assert stack._port_open(free_tcp_port)
+        procs = stack.ray_processes(free_tcp_port)
+        assert len(procs) >= 3  # gcs, raylet and the rest of the head
+        assert other.pid not in {p.pid for p in procs}
+        assert stack.stop_ray(free_tcp_port) == len(procs)
+        assert not stack._port_open(free_tcp_port)
+        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs)
+        assert other.poll() is None
+        assert stack.stop_ray(free_tcp_port) == 0  # nothing left: a second stop is a no-op
+    finally:
+        stack.stop_ray(free_tcp_port)
+        other.kill()
+        other.wait()
