@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -186,7 +187,18 @@ def stop_ray(port: int, grace_s: float = 10.0) -> int:
         with contextlib.suppress(psutil.Error):
             proc.kill()
     psutil.wait_procs(alive, timeout=grace_s)
+    _forget_ray_address(port)
     return len(procs)
+
+
+def _forget_ray_address(port: int) -> None:
+    """Remove Ray's note of the "current cluster" if it names ours (as ``ray stop`` does), so
+    a later ``ray.init()`` starts its own instead of dialling a stopped head."""
+    base = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir())) / "ray"
+    note = base / "ray_current_cluster"
+    with contextlib.suppress(OSError):
+        if note.read_text().strip().rsplit(":", 1)[-1] == str(port):
+            note.unlink()
 
 
 def ray_address(port: int) -> str:

@@ -38,7 +38,8 @@ def ray_cluster() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         metrics_port = int(sock.getsockname()[1])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    # address="local": always a new instance, never a cluster someone else left running
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              namespace="recstream-test", _metrics_export_port=metrics_port)
     try:
         yield metrics_port

@@ -3,7 +3,9 @@ the end-to-end test runs Ray; here only its start and scoped stop)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import psutil
@@ -60,6 +62,9 @@ def test_stop_ray_stops_this_head_and_leaves_other_processes_alone(
         assert not stack._port_open(free_tcp_port)
         assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs)
         assert other.poll() is None
+        note = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir())) / "ray"
+        note = note / "ray_current_cluster"  # a stale note would make ray.init() dial it
+        assert not (note.exists() and note.read_text().strip().endswith(f":{free_tcp_port}"))
         assert stack.stop_ray(free_tcp_port) == 0  # nothing left: a second stop is a no-op
     finally:
         stack.stop_ray(free_tcp_port)
