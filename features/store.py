@@ -1,8 +1,12 @@
 """Access layer over the Feast repo: open the store, apply definitions, read and write rows.
 
-The stream consumer writes user sequences and item categories through push sources; the
-serving path reads them through the ``ranker_v1`` FeatureService. Both go through this
-module so that the row layout lives in one place.
+The stream consumer writes user sequences and item categories straight to the online store
+(``provider.online_write_batch`` with the feature views looked up once, values built as
+protobuf directly) and reads them back with ``provider.online_read``: the rows are exactly
+those a ``push`` to ``user_behavior_push`` / ``item_push`` would write, without the
+DataFrame → Arrow → protobuf conversion and the registry lookups a push pays on every call
+(~15 ms each in Feast 0.67). The serving path reads through the ``ranker_v1``
+FeatureService. Both go through this module so that the row layout lives in one place.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
 import yaml
 from feast import FeatureStore, RepoConfig
-from feast.data_source import PushMode
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Int64List
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from pydantic import BaseModel
 
 from features import definitions
@@ -88,12 +93,28 @@ def _ints(value: Any) -> list[int]:
     return [int(v) for v in value] if value is not None else []
 
 
+def _key(join_key: str, value: int) -> EntityKeyProto:
+    return EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(int64_val=value)])
+
+
+def _int64s(values: list[int]) -> ValueProto:
+    return ValueProto(int64_list_val=Int64List(val=values))
+
+
+_Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
+_SEQ_FEATURES = ["hist_item_ids", "hist_cat_ids", "hist_ts_ms", "last_partition", "last_offset",
+                 "written_at_us"]
+
+
 class FeatureAccess:
     """Reads and writes recstream's feature rows on one FeatureStore."""
 
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
         self._ranker = store.get_feature_service("ranker_v1")
+        # Looked up once: a push looks its feature views up in the registry on every call.
+        self._user_fv = store.get_feature_view("user_behavior_fv")
+        self._item_fv = store.get_feature_view("item_fv")
 
     @classmethod
     def open(cls, cfg: FeastConfig) -> FeatureAccess:
@@ -104,28 +125,25 @@ class FeatureAccess:
         ids = sorted(set(int(u) for u in user_ids))
         if not ids:
             return {}
-        names = ["hist_item_ids", "hist_cat_ids", "hist_ts_ms", "last_partition", "last_offset",
-                 "written_at_us"]
-        resp = self.store.get_online_features(
-            features=[f"user_behavior_fv:{n}" for n in names],
-            entity_rows=[{"user_id": u} for u in ids],
-        ).to_dict()
+        rows = self.store.provider.online_read(
+            self.store.config, self._user_fv, [_key("user_id", u) for u in ids], _SEQ_FEATURES)
         out: dict[int, UserSequence] = {}
-        for i, uid in enumerate(resp["user_id"]):
-            if resp["last_offset"][i] is None:
+        for uid, (_, values) in zip(ids, rows, strict=True):
+            if not values or not values["last_offset"].HasField("int64_val"):
                 continue
-            out[int(uid)] = UserSequence(
-                item_ids=_ints(resp["hist_item_ids"][i]),
-                cat_ids=_ints(resp["hist_cat_ids"][i]),
-                ts_ms=_ints(resp["hist_ts_ms"][i]),
-                last_partition=int(resp["last_partition"][i]),
-                last_offset=int(resp["last_offset"][i]),
-                updated_at=_from_us(resp["written_at_us"][i]),
+            out[uid] = UserSequence(
+                item_ids=list(values["hist_item_ids"].int64_list_val.val),
+                cat_ids=list(values["hist_cat_ids"].int64_list_val.val),
+                ts_ms=list(values["hist_ts_ms"].int64_list_val.val),
+                last_partition=values["last_partition"].int64_val,
+                last_offset=values["last_offset"].int64_val,
+                updated_at=_from_us(values["written_at_us"].int64_val
+                                    if values["written_at_us"].HasField("int64_val") else None),
             )
         return out
 
     def write_sequences(self, sequences: Mapping[int, UserSequence]) -> None:
-        """One push of all ``sequences`` to the online store.
+        """One online write of all ``sequences`` (the rows a push would write).
 
         Each row's timestamp is the write time, forced strictly past the row's previous
         one (``updated_at``, read back from the row's ``written_at_us``): the Redis store
@@ -135,33 +153,30 @@ class FeatureAccess:
         if not sequences:
             return
         now = datetime.now(UTC)
-        rows = []
+        rows: list[_Row] = []
         for uid, seq in sequences.items():
             stamp = now if seq.updated_at is None else max(now, seq.updated_at + _TICK)
             seq.updated_at = stamp
-            rows.append({
-                "user_id": int(uid),
-                "hist_item_ids": list(seq.item_ids),
-                "hist_cat_ids": list(seq.cat_ids),
-                "hist_ts_ms": list(seq.ts_ms),
-                "last_partition": int(seq.last_partition),
-                "last_offset": int(seq.last_offset),
-                "written_at_us": _to_us(stamp),
-                "event_timestamp": stamp,
-            })
-        self.store.push("user_behavior_push", pd.DataFrame(rows), to=PushMode.ONLINE)
+            values = {
+                "hist_item_ids": _int64s(seq.item_ids),
+                "hist_cat_ids": _int64s(seq.cat_ids),
+                "hist_ts_ms": _int64s(seq.ts_ms),
+                "last_partition": ValueProto(int64_val=seq.last_partition),
+                "last_offset": ValueProto(int64_val=seq.last_offset),
+                "written_at_us": ValueProto(int64_val=_to_us(stamp)),
+            }
+            rows.append((_key("user_id", int(uid)), values, stamp, None))
+        self.store.provider.online_write_batch(self.store.config, self._user_fv, rows, None)
 
     def write_items(self, categories: Mapping[int, int]) -> None:
-        """Record each item's category (one push)."""
+        """Record each item's category (one online write)."""
         if not categories:
             return
         now = datetime.now(UTC)
-        frame = pd.DataFrame({
-            "item_id": [int(i) for i in categories],
-            "category_id": [int(c) for c in categories.values()],
-            "event_timestamp": [now] * len(categories),
-        })
-        self.store.push("item_push", frame, to=PushMode.ONLINE)
+        rows: list[_Row] = [
+            (_key("item_id", int(item)), {"category_id": ValueProto(int64_val=int(cat))}, now, None)
+            for item, cat in categories.items()]
+        self.store.provider.online_write_batch(self.store.config, self._item_fv, rows, None)
 
     def ranker_features(
         self, user_id: int, item_ids: Sequence[int]

@@ -64,3 +64,13 @@ def test_ranker_v1_serves_history_and_candidate_categories(access: FeatureAccess
                                             last_partition=0, last_offset=0)})
     assert access.ranker_features(1, [11, 10, 99]) == ([10], [4], [5, 4, 0])
     assert access.ranker_features(2, [10]) == ([], [], [4])  # a user with no clicks yet
+
+
+def test_direct_writes_are_what_feast_reads(access: FeatureAccess) -> None:
+    """Rows written with online_write_batch read back through Feast's own online path."""
+    access.write_sequences({3: UserSequence(item_ids=[4, 6], cat_ids=[1, 1], ts_ms=[10, 20],
+                                            last_partition=2, last_offset=9)})
+    names = ["hist_item_ids", "hist_cat_ids", "hist_ts_ms", "last_partition", "last_offset"]
+    got = access.store.get_online_features(
+        features=[f"user_behavior_fv:{n}" for n in names], entity_rows=[{"user_id": 3}]).to_dict()
+    assert [got[n][0] for n in names] == [[4, 6], [1, 1], [10, 20], 2, 9]
