@@ -3,8 +3,9 @@
 Two topics per source partition ``p``:
 
 * ``samples`` partition ``p % n``: one record per micro-batch and source partition, key ``p``,
-  value ``{"source_partition": p, "samples": [Sample, ...]}`` (JSON; one record per batch
-  rather than per sample: a Python producer pays ~30 µs per record).
+  value ``{"source_partition": p, "samples": [Sample, ...]}`` (JSON, gzip level 1 by
+  :func:`stream.samples.pack`; one record per batch rather than per sample: a Python
+  producer pays ~30 µs per record).
 * ``{samples}.joinstate`` partition ``p % n``: one record per micro-batch and partition, key
   ``p``, holding the delta of the open impressions (``add`` with their history snapshots,
   ``done`` offsets), the watermark, ``upto`` (last source offset covered), ``emit_pos`` (the
@@ -20,7 +21,6 @@ its changelog record: their ids are closed (if open) or remembered in ``ahead``.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from typing import Any
@@ -33,7 +33,7 @@ from kafka.errors import TopicAlreadyExistsError
 from stream import metrics
 from stream.failpoints import failpoint
 from stream.kafka import make_consumer
-from stream.samples import JoinState, Pending, Sample, decode_batch, encode_batch
+from stream.samples import JoinState, Pending, Sample, decode_batch, encode_batch, pack, unpack
 from stream.settings import StreamSettings
 from stream.topicread import read_range, true_end
 
@@ -128,7 +128,7 @@ class SampleLog:
     def _send_state(self, p: int, record: dict[str, Any]) -> Any:
         return self.producer.send(self.state_topic, key=str(p).encode(),
                                   partition=p % self.n_state,
-                                  value=json.dumps(record, separators=(",", ":")).encode())
+                                  value=pack(record))
 
     def _send_parts(self, joins: dict[int, JoinState]) -> dict[int, list[int]]:
         """Send the opened entries beyond the last CHUNK as part records (keeps records small).
@@ -171,7 +171,7 @@ class SampleLog:
         while hi > 0:
             lo = max(0, hi - chunk)
             mine = [r for r in self._read(tp, lo, hi)
-                    if r.key == key and b'"part":true' not in r.value]
+                    if r.key == key and not unpack(r.value).get("part")]
             if mine:
                 return mine[-1]
             hi, chunk = lo, chunk * 4
@@ -183,7 +183,7 @@ class SampleLog:
         last = self._last_record(p)
         key = str(p).encode()
         if last is not None:
-            head = json.loads(last.value)
+            head = unpack(last.value)
             start = head["restore_from"] if head["restore_from"] is not None else last.offset
             tp = TopicPartition(self.state_topic, p % self.n_state)
             entries: dict[int, Pending] = {}
@@ -191,7 +191,7 @@ class SampleLog:
             for rec in self._read(tp, start, last.offset + 1):
                 if rec.key != key:
                     continue
-                body = json.loads(rec.value)
+                body = unpack(rec.value)
                 if body.get("part"):
                     parts[rec.offset] = body["add"]
                     continue

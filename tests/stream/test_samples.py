@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from features.store import UserSequence
 from stream.events import Event, EventType
 from stream.recompute import recompute
-from stream.samples import JoinState, Sample
+from stream.samples import JoinState, Sample, decode_batch, encode_batch
 from stream.sequences import apply_click, snapshot
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -99,3 +100,12 @@ def test_click_within_window_is_positive_and_silent_impression_negative() -> Non
     assert samples["0-1"].label == 1 and samples["0-1"].hist_item_ids == []
     assert samples["0-0"].label == 0  # its click came after the window closed
     assert samples["0-3"].label == 1 and samples["0-3"].hist_item_ids == [2]
+
+
+def test_sample_records_are_gzipped_json_and_plain_json_still_reads() -> None:
+    sample = Sample("0-4", 1, 2, 3, 1, 1000, [5], [6], [900], 0, 4, "r", None, None)
+    raw = encode_batch(0, [sample])
+    assert raw[:2] == b"\x1f\x8b"  # gzip
+    assert decode_batch(raw) == [sample.to_dict()]
+    plain = json.dumps({"source_partition": 0, "samples": [sample.to_dict()]}).encode()
+    assert decode_batch(plain) == [sample.to_dict()]
