@@ -10,8 +10,9 @@ One micro-batch = one ``poll``: every message is validated (invalid ones go to t
 the batch's clicks are applied to the cached sequences of their users, labelled samples
 are derived (:mod:`stream.samples`), then in this order: samples, DLQ records and the
 join-state changelog are flushed to Kafka, the changed sequences and item categories are
-written to Feast (one push each), and the offsets are committed. A crash between any two
-steps is repaired on restart by the skip rules of docs/stream.md.
+written to the Feast online store (one write each), and the offsets are committed
+(asynchronously). A crash between any two steps is repaired on restart by the skip rules
+of docs/stream.md.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class _Batch:
     samples: list[Sample] = field(default_factory=list)
     touched: set[int] = field(default_factory=set)
     ok: Counter[str] = field(default_factory=Counter)
+    dead: int = 0  # messages sent to the DLQ
     commits: dict[TopicPartition, OffsetAndMetadata] = field(default_factory=dict)
 
 
@@ -73,6 +75,7 @@ class _Listener(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         for tp in revoked:
             self.owner._parts.pop(tp.partition, None)
+            self.owner._done.pop(tp, None)
             metrics.PENDING.labels(str(tp.partition)).set(0)
         log.info("revoked %s", sorted(tp.partition for tp in revoked))
 
@@ -92,6 +95,7 @@ class StreamConsumer:
         self.client_id = client_id or "recstream-stream"
         self._parts: dict[int, _Partition] = {}
         self._known_items: dict[int, int] = {}
+        self._done: dict[TopicPartition, OffsetAndMetadata] = {}  # last offsets committed
         self.features = FeatureAccess.open(settings.feast)
         self.producer: KafkaProducer = make_producer(
             self.cfg, client_id=f"{self.client_id}-out", acks="all",
@@ -125,7 +129,10 @@ class StreamConsumer:
         parsed: list[tuple[int, ConsumerRecord, Event | None]] = []
         for tp, recs in polled.items():
             for rec in recs:
-                parsed.append((tp.partition, rec, self._validate(tp.partition, rec)))
+                event = self._validate(tp.partition, rec)
+                if event is None:
+                    batch.dead += 1
+                parsed.append((tp.partition, rec, event))
             batch.commits[tp] = OffsetAndMetadata(recs[-1].offset + 1, "", -1)
         self._load_users(parsed)
         for partition, rec, event in parsed:
@@ -187,7 +194,8 @@ class StreamConsumer:
         """Samples + changelog + DLQ to Kafka, then Feast, then the commit (this order)."""
         self.samples.emit(batch.samples, {p: self._parts[p].join for p in batch.touched
                                           if p in self._parts})
-        self.producer.flush()
+        if batch.dead:
+            self.producer.flush()  # dead letters before the commit (emit may have sent none)
         t0 = time.perf_counter()
         self._write_sequences(batch.changed)
         done = time.time()  # the new sequences are readable from here on
@@ -214,15 +222,19 @@ class StreamConsumer:
         self.features.write_items(items)
 
     def _commit(self, commits: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Commit asynchronously: the batch is already written, so a commit that is lost
+        (crash, rebalance) only makes the next owner replay what the skip rules skip."""
         owned = {tp: om for tp, om in commits.items() if tp.partition in self._parts}
         if not owned:
             return
-        try:
-            self.consumer.commit(owned)
-        except (CommitFailedError, KafkaError) as exc:
-            # A rebalance took the partitions; the next owner replays and skips what we
-            # applied (last_offset in the feature row, sample ids), so nothing is lost.
-            log.warning("commit failed (%s); the next owner replays from the last commit", exc)
+        self._done.update(owned)
+        self.consumer.commit_async(owned, callback=self._committed)
+
+    @staticmethod
+    def _committed(offsets: object, response: object) -> None:
+        if isinstance(response, Exception):
+            log.warning("commit failed (%s); the next owner replays from the last commit",
+                        response)
 
     # -- assignment, idleness, lag -----------------------------------------------------------
     def _restore_assigned(self) -> None:
@@ -272,9 +284,15 @@ class StreamConsumer:
             self.poll_once()
 
     def close(self) -> None:
-        """Leave the group and close the clients (everything processed is already committed)."""
+        """Commit what was processed (synchronously), leave the group, close the clients."""
         try:
             self.producer.flush()
+            owned = {tp: om for tp, om in self._done.items() if tp.partition in self._parts}
+            if owned:
+                try:
+                    self.consumer.commit(owned)
+                except (CommitFailedError, KafkaError) as exc:
+                    log.warning("final commit failed (%s); the next owner replays", exc)
         finally:
             self.consumer.close(autocommit=False)
             self.samples.reader.close()
