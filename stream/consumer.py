@@ -283,16 +283,20 @@ class StreamConsumer:
         while not stop.is_set():
             self.poll_once()
 
+    def commit_sync(self) -> None:
+        """Wait until the offsets of every processed batch of an owned partition are committed."""
+        owned = {tp: om for tp, om in self._done.items() if tp.partition in self._parts}
+        if owned:
+            try:
+                self.consumer.commit(owned)
+            except (CommitFailedError, KafkaError) as exc:
+                log.warning("commit failed (%s); the next owner replays from the last commit", exc)
+
     def close(self) -> None:
         """Commit what was processed (synchronously), leave the group, close the clients."""
         try:
             self.producer.flush()
-            owned = {tp: om for tp, om in self._done.items() if tp.partition in self._parts}
-            if owned:
-                try:
-                    self.consumer.commit(owned)
-                except (CommitFailedError, KafkaError) as exc:
-                    log.warning("final commit failed (%s); the next owner replays", exc)
+            self.commit_sync()
         finally:
             self.consumer.close(autocommit=False)
             self.samples.reader.close()
