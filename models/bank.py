@@ -6,7 +6,12 @@ to rows itself, so callers never remap ids:
 * row 0 is padding (raw id 0, or any id <= 0): an all-zero vector that never trains;
 * row 1 is the table's shared out-of-vocabulary (OOV) row, used for any positive id that was
   not in the vocabulary when the bank was built;
-* rows 2.. hold the vocabulary in sorted order (``torch.searchsorted``).
+* rows 2.. hold the vocabulary in sorted order. Ids map to rows through a dense lookup table
+  when the largest id is below ``DENSE_LOOKUP_MAX`` (one gather), else ``torch.searchsorted``.
+
+Vectors are gathered with ``index_select`` (its gradient is one ``index_add``, ~4x cheaper on
+CPU than ``nn.Embedding``'s dense backward); a gradient hook keeps the padding row's gradient
+zero, so padding never trains.
 
 An item is represented by ``[item vector, category vector]``; a new item falls back to the
 OOV item row but keeps its own category vector, so it still gets a meaningful score until the
@@ -27,6 +32,20 @@ PAD_ROW = 0
 OOV_ROW = 1
 ITEM = "item"
 CAT = "cat"
+DENSE_LOOKUP_MAX = 1 << 21  # ids below this map through a dense table (int32, <= 8 MiB)
+
+
+def _zero_padding_grad(grad: torch.Tensor) -> torch.Tensor:
+    return grad.index_fill(0, torch.tensor([PAD_ROW], device=grad.device), 0.0)
+
+
+def _dense_rows(vocab: torch.Tensor) -> torch.Tensor:
+    """``table[id]`` = row of id for 0 <= id <= max(vocab) + 1 (the last entry: OOV)."""
+    top = int(vocab[-1]) if len(vocab) else 0
+    table = torch.full((top + 2,), OOV_ROW, dtype=torch.int32)
+    table[0] = PAD_ROW
+    table[vocab] = torch.arange(2, len(vocab) + 2, dtype=torch.int32)
+    return table
 
 
 def _vocab_tensor(ids: np.ndarray | torch.Tensor | list[int]) -> torch.Tensor:
@@ -56,7 +75,10 @@ class EmbeddingBank(nn.Module):
             nn.init.normal_(table.weight, std=init_std)
             with torch.no_grad():
                 table.weight[PAD_ROW].zero_()
+            table.weight.register_hook(_zero_padding_grad)
             self.tables[name] = table
+            if len(vocab) == 0 or int(vocab[-1]) < DENSE_LOOKUP_MAX:
+                self.register_buffer(f"dense_{name}", _dense_rows(vocab), persistent=False)
         self.version: str | None = None
 
     def vocab(self, name: str) -> torch.Tensor:
@@ -67,20 +89,25 @@ class EmbeddingBank(nn.Module):
 
     def rows(self, name: str, ids: torch.Tensor, oov_dropout: float = 0.0) -> torch.Tensor:
         """Row indices (same shape as ids) of raw ids: 0 padding, 1 OOV, 2.. vocabulary."""
-        vocab = self.vocab(name)
-        if len(vocab) == 0:
-            return torch.where(ids > 0, OOV_ROW, PAD_ROW)
-        pos = torch.searchsorted(vocab, ids).clamp_(max=len(vocab) - 1)
-        known = vocab[pos] == ids
-        rows = torch.where(known, pos + 2, OOV_ROW)
+        dense = getattr(self, f"dense_{name}", None)
+        if dense is not None:  # one gather: ids <= 0 -> padding, ids past the table -> OOV
+            rows = dense[ids.clamp(0, len(dense) - 1)].long()
+        else:
+            vocab = self.vocab(name)
+            pos = torch.searchsorted(vocab, ids).clamp_(max=len(vocab) - 1)
+            rows = torch.where(vocab[pos] == ids, pos + 2, OOV_ROW)
+            rows = torch.where(ids > 0, rows, PAD_ROW)
         if oov_dropout > 0:
-            drop = torch.rand(ids.shape, device=ids.device) < oov_dropout
+            drop = (torch.rand(ids.shape, device=ids.device) < oov_dropout) & (ids > 0)
             rows = torch.where(drop, OOV_ROW, rows)
-        return torch.where(ids > 0, rows, PAD_ROW)
+        return rows
 
     def lookup(self, name: str, ids: torch.Tensor, oov_dropout: float = 0.0) -> torch.Tensor:
         """Vectors (..., dim) of raw ids of table ``name``."""
-        return self.tables[name](self.rows(name, ids, oov_dropout))
+        rows = self.rows(name, ids, oov_dropout)
+        weight = self.tables[name].weight
+        assert isinstance(weight, torch.Tensor)
+        return weight.index_select(0, rows.reshape(-1)).reshape(*rows.shape, self.dim)  # (..., D)
 
     def items(self, item_ids: torch.Tensor, cat_ids: torch.Tensor,
               oov_dropout: float = 0.0) -> torch.Tensor:

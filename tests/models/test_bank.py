@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.bank import OOV_ROW, PAD_ROW, EmbeddingBank
 
@@ -48,3 +50,28 @@ def test_content_hash_follows_the_weights() -> None:
 def test_freeze_turns_gradients_off() -> None:
     b = bank().freeze()
     assert not any(p.requires_grad for p in b.parameters()) and not b.training
+
+
+@settings(max_examples=60, deadline=None)
+@given(vocab=st.lists(st.integers(1, 5000), min_size=1, max_size=40),
+       ids=st.lists(st.integers(-5, 6000), min_size=1, max_size=60))
+def test_dense_lookup_and_searchsorted_give_the_same_rows(vocab: list[int], ids: list[int]
+                                                          ) -> None:
+    b = EmbeddingBank({"item": vocab, "cat": [1]}, dim=2)
+    dense = b.rows("item", torch.tensor(ids))
+    del b.dense_item  # no dense table: the searchsorted path
+    assert torch.equal(b.rows("item", torch.tensor(ids)), dense)
+
+
+def test_padding_row_gets_no_gradient_and_never_trains() -> None:
+    b = bank()
+    opt = torch.optim.Adam(b.parameters(), lr=0.1)
+    for _ in range(3):
+        reps = b.items(torch.tensor([0, 7, 0, 50]), torch.tensor([0, 1, 0, 3]))
+        loss = (reps * torch.arange(8.0)).sum() + reps.pow(2).sum()
+        opt.zero_grad()
+        loss.backward()
+        for table in b.tables.values():
+            assert table.weight.grad is not None and not table.weight.grad[PAD_ROW].any()
+        opt.step()
+    assert not b.tables["item"].weight[PAD_ROW].any() and not b.tables["cat"].weight[PAD_ROW].any()
