@@ -132,10 +132,10 @@ class EmbeddingBank(nn.Module):
                           self.lookup(CAT, cat_ids)], dim=-1)  # (M, E)
         parts = both.split(sizes)
         out = {"query": parts[0],  # (B, E)
-               "hist": parts[1].reshape(*batch["hist_item_ids"].shape, -1),  # (B, T, E)
+               "hist": parts[1].reshape(*batch["hist_item_ids"].shape, self.out_dim),  # (B, T, E)
                "mask": batch["hist_mask"].bool() & (batch["hist_item_ids"] > 0)}
         if len(parts) > 2:
-            out["neg"] = parts[2].reshape(*batch["neg_item_ids"].shape, -1)  # (B, T, E)
+            out["neg"] = parts[2].reshape(*batch["neg_item_ids"].shape, self.out_dim)  # (B, T, E)
         return out
 
     @property

@@ -75,3 +75,12 @@ def test_padding_row_gets_no_gradient_and_never_trains() -> None:
             assert table.weight.grad is not None and not table.weight.grad[PAD_ROW].any()
         opt.step()
     assert not b.tables["item"].weight[PAD_ROW].any() and not b.tables["cat"].weight[PAD_ROW].any()
+
+
+def test_an_empty_batch_embeds_to_empty_tensors() -> None:
+    empty = torch.zeros((0, 5), dtype=torch.int64)
+    out = bank().embed({"item_id": torch.zeros(0, dtype=torch.int64),
+                        "cat_id": torch.zeros(0, dtype=torch.int64),
+                        "hist_item_ids": empty, "hist_cat_ids": empty,
+                        "hist_mask": empty.bool()})
+    assert out["query"].shape == (0, 8) and out["hist"].shape == (0, 5, 8)
