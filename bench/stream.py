@@ -54,13 +54,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _settings(bootstrap: str, data_dir: Path, window_s: float) -> StreamSettings:
+def _settings(bootstrap: str, data_dir: Path, window_s: float, online: dict[str, Any]
+              ) -> StreamSettings:
     tag = uuid.uuid4().hex[:8]
     topics = Topics(events=f"bench-events-{tag}", dlq=f"bench-dlq-{tag}",
                     samples=f"bench-samples-{tag}", predictions=f"bench-pred-{tag}")
     kafka = KafkaConfig(bootstrap_servers=bootstrap, topics=topics, partitions=4)
     ensure_topics(kafka)
-    feast = FeastConfig(data_dir=data_dir / f"feast-{tag}", project=f"bench_{tag}")
+    feast = FeastConfig(data_dir=data_dir / f"feast-{tag}", project=f"bench_{tag}", **online)
     apply_definitions(open_store(feast))
     return StreamSettings(kafka=kafka, feast=feast, group_id=f"bench-{tag}", metrics_port=0,
                           attribution_window_s=window_s)
@@ -181,18 +182,22 @@ def check(settings: StreamSettings) -> dict[str, int]:
             "sequences_duplicated": seq_dup}
 
 
-def _machine() -> dict[str, Any]:
+def _machine(online_store: str) -> dict[str, Any]:
     return {"cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "kafka_python": version("kafka-python"),
             "feast": version("feast"), "broker": "tansu (memory storage)",
-            "online_store": "sqlite", "load_average": list(os.getloadavg()),
+            "online_store": online_store, "load_average": list(os.getloadavg()),
             # kafka-python's CRC-32C: pure Python unless the optional crc32c package is there
             "kafka_crc32c": "c" if kafka_record_util.crc32c_c is not None else "python"}
 
 
-def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window_s: float
-        ) -> dict[str, Any]:
-    thr = _settings(bootstrap, data_dir, window_s)
+def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window_s: float,
+        online: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Both phases on a fresh topic set and Feast project each; ``online``: FeastConfig
+    fields of the online store (default: SQLite under ``data_dir``). A Redis project is torn
+    down at the end (its keys deleted)."""
+    online = online or {}
+    thr = _settings(bootstrap, data_dir, window_s, online)
     frame = generate(n, SyntheticConfig(seed=3))
     total = produce(events_from_frame(frame, id_prefix="bench"), thr.kafka)
     raw_eps = raw_consume(thr.kafka, total)
@@ -202,9 +207,12 @@ def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window
         _drain(drainer, thr)
     finally:
         drainer.close()
-    fresh_cfg = _settings(bootstrap, data_dir, window_s)
+    fresh_cfg = _settings(bootstrap, data_dir, window_s, online)
     fresh, achieved = freshness(fresh_cfg, live_n, rate)
     checks = {"throughput_phase": check(thr), "freshness_phase": check(fresh_cfg)}
+    if online.get("online_store") == "redis":
+        for used in (thr, fresh_cfg):
+            open_store(used.feast).teardown()
     lost = sum(c["samples_lost"] + c["sequences_lost"] for c in checks.values())
     dup = sum(c["samples_duplicated"] + c["sequences_duplicated"] for c in checks.values())
     arr = np.asarray(fresh) if fresh else np.asarray([float("nan")])
@@ -226,7 +234,7 @@ def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window
         "checks": checks,
         "attribution_window_s": window_s,
         "max_history": thr.max_history,
-        "machine": _machine(),
+        "machine": _machine(online.get("online_store", "sqlite")),
     }
 
 
@@ -240,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=float, default=3.0, help="attribution window (s)")
     p.add_argument("--bootstrap", help="use this broker instead of starting one")
     p.add_argument("--data-dir", type=Path, help="Feast data (default: a temp dir)")
+    p.add_argument("--online-store", choices=["sqlite", "redis"], default="sqlite")
+    p.add_argument("--redis", default="127.0.0.1:6379", help="Redis connection string")
     args = p.parse_args(argv)
     live_n = int(args.rate * args.live_seconds / 1.2)  # ~1.2 events per impression
     load_before = list(os.getloadavg())  # the machine before this run's own load
@@ -252,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
             proc = start_broker(port, data_dir / "tansu.log")
             bootstrap = f"127.0.0.1:{port}"
         try:
-            result = run(bootstrap, data_dir, args.events, args.rate, live_n, args.window)
+            online = {"online_store": args.online_store}
+            if args.online_store == "redis":
+                online["redis_connection_string"] = args.redis
+            result = run(bootstrap, data_dir, args.events, args.rate, live_n, args.window,
+                         online)
         finally:
             if proc is not None:
                 proc.terminate()
