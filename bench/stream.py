@@ -45,6 +45,7 @@ from stream.samples import decode_batch
 from stream.settings import StreamSettings
 from stream.synthetic import SyntheticConfig, generate
 
+RAW_PASSES = 3  # passes of the bare consumer over the topic (the anchor is the best)
 WARMUP_S = 2.0  # freshness is measured after this much of the steady stream
 
 
@@ -200,7 +201,11 @@ def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window
     thr = _settings(bootstrap, data_dir, window_s, online)
     frame = generate(n, SyntheticConfig(seed=3))
     total = produce(events_from_frame(frame, id_prefix="bench"), thr.kafka)
-    raw_eps = raw_consume(thr.kafka, total)
+    # The anchor reads the topic in 0.15-0.3 s and one pass is noisy (passes of one run
+    # differ by 2x): the best of three, as timeit takes the fastest repeat. Noise only ever
+    # slows a pass, and the best pass makes the ratio the hardest to meet.
+    raw_runs = [raw_consume(thr.kafka, total) for _ in range(RAW_PASSES)]
+    raw_eps = max(raw_runs)
     pipe_eps = pipeline(thr, total)
     drainer = StreamConsumer(thr, client_id="bench-drain")
     try:
@@ -218,6 +223,7 @@ def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window
     arr = np.asarray(fresh) if fresh else np.asarray([float("nan")])
     return {
         "raw_consume_eps": round(raw_eps, 1),
+        "raw_consume_eps_runs": [round(r, 1) for r in raw_runs],
         "pipeline_eps": round(pipe_eps, 1),
         "ratio": round(pipe_eps / raw_eps, 3),
         "events": total,

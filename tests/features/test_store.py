@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def _redis_up() -> bool:
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-def access(request: pytest.FixtureRequest, tmp_path: Path) -> FeatureAccess:
+def access(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeatureAccess]:
     kind = request.param
     if kind == "redis" and not _redis_up():
         pytest.skip("no Redis server on 127.0.0.1:6379")
@@ -28,7 +29,8 @@ def access(request: pytest.FixtureRequest, tmp_path: Path) -> FeatureAccess:
                       project=f"t{uuid.uuid4().hex[:10]}")
     store = open_store(cfg)
     apply_definitions(store)
-    return FeatureAccess(store)
+    yield FeatureAccess(store)
+    store.teardown()  # Redis: this project's keys go
 
 
 def test_sequences_round_trip_and_unknown_users_are_absent(access: FeatureAccess) -> None:
