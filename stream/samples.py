@@ -19,21 +19,22 @@ A sample's id is ``{partition}-{offset}`` of its impression (or lone click), so 
 event yields at most one sample; ``ahead`` holds ids a crashed run already emitted past the
 restored state, and those are never emitted again.
 
-Records of the samples topic and of the join-state changelog are compact JSON compressed
-with gzip level 1 by :func:`pack` (the Kafka producer does not compress them again):
-kafka-python's own gzip always uses level 9 and its CRC-32C is pure Python, so level 1
-here costs about half of what level 9 there did. :func:`unpack` also reads plain JSON.
+Records of the samples topic and of the join-state changelog are compact JSON (orjson)
+compressed with gzip level 1 by :func:`pack` (the Kafka producer does not compress them
+again): kafka-python's own gzip always uses level 9, several ms a batch. :func:`unpack` also
+reads plain JSON.
 """
 
 from __future__ import annotations
 
 import gzip
 import heapq
-import json
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from features.store import UserSequence
 from stream.events import Event, EventType
@@ -67,12 +68,13 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 def pack(body: Any) -> bytes:
     """A record value: compact JSON, gzip level 1 (see the module docstring)."""
-    return gzip.compress(json.dumps(body, separators=(",", ":")).encode(), 1, mtime=0)
+    # orjson: the same compact bytes as json.dumps(separators=(",", ":")), ~5x faster
+    return gzip.compress(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), 1, mtime=0)
 
 
 def unpack(raw: bytes) -> Any:
     """The JSON body of a record written by :func:`pack` (plain JSON is read as is)."""
-    return json.loads(gzip.decompress(raw) if raw[:2] == _GZIP_MAGIC else raw)
+    return orjson.loads(gzip.decompress(raw) if raw[:2] == _GZIP_MAGIC else raw)
 
 
 def encode_batch(partition: int, samples: list[Sample]) -> bytes:
