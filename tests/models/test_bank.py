@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -63,8 +66,23 @@ def test_dense_lookup_and_searchsorted_give_the_same_rows(vocab: list[int], ids:
     assert torch.equal(b.rows("item", torch.tensor(ids)), dense)
 
 
-def test_padding_row_gets_no_gradient_and_never_trains() -> None:
+@settings(max_examples=30, deadline=None)
+@given(ids=st.lists(st.sampled_from([0, 7, 50, 900, 8, -1]), min_size=1, max_size=40))
+def test_gradient_equals_nn_embedding_with_a_padding_index(ids: list[int]) -> None:
     b = bank()
+    rows = b.rows("item", torch.tensor(ids))
+    weight = b.tables["item"].weight
+    upstream = torch.randn(len(ids), 4)
+    (b.lookup("item", torch.tensor(ids)) * upstream).sum().backward()
+    ours = weight.grad.clone()
+    weight.grad = None
+    (torch.nn.functional.embedding(rows, weight, padding_idx=PAD_ROW) * upstream).sum().backward()
+    assert torch.allclose(ours, weight.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("copied", [False, True])
+def test_padding_row_gets_no_gradient_and_never_trains(copied: bool) -> None:
+    b = copy.deepcopy(bank()) if copied else bank()  # deepcopy/pickle keep the rule
     opt = torch.optim.Adam(b.parameters(), lr=0.1)
     for _ in range(3):
         reps = b.items(torch.tensor([0, 7, 0, 50]), torch.tensor([0, 1, 0, 3]))
