@@ -199,25 +199,27 @@ def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window
     down at the end (its keys deleted)."""
     online = online or {}
     thr = _settings(bootstrap, data_dir, window_s, online)
-    frame = generate(n, SyntheticConfig(seed=3))
-    total = produce(events_from_frame(frame, id_prefix="bench"), thr.kafka)
-    # The anchor reads the topic in 0.15-0.3 s and one pass is noisy (passes of one run
-    # differ by 2x): the best of three, as timeit takes the fastest repeat. Noise only ever
-    # slows a pass, and the best pass makes the ratio the hardest to meet.
-    raw_runs = [raw_consume(thr.kafka, total) for _ in range(RAW_PASSES)]
-    raw_eps = max(raw_runs)
-    pipe_eps = pipeline(thr, total)
-    drainer = StreamConsumer(thr, client_id="bench-drain")
-    try:
-        _drain(drainer, thr)
-    finally:
-        drainer.close()
     fresh_cfg = _settings(bootstrap, data_dir, window_s, online)
-    fresh, achieved = freshness(fresh_cfg, live_n, rate)
-    checks = {"throughput_phase": check(thr), "freshness_phase": check(fresh_cfg)}
-    if online.get("online_store") == "redis":
-        for used in (thr, fresh_cfg):
-            open_store(used.feast).teardown()
+    try:
+        frame = generate(n, SyntheticConfig(seed=3))
+        total = produce(events_from_frame(frame, id_prefix="bench"), thr.kafka)
+        # The anchor reads the topic in 0.15-0.3 s and one pass is noisy (passes of one run
+        # differ by 2x): the best of three, as timeit takes the fastest repeat. Noise only ever
+        # slows a pass, and the best pass makes the ratio the hardest to meet.
+        raw_runs = [raw_consume(thr.kafka, total) for _ in range(RAW_PASSES)]
+        raw_eps = max(raw_runs)
+        pipe_eps = pipeline(thr, total)
+        drainer = StreamConsumer(thr, client_id="bench-drain")
+        try:
+            _drain(drainer, thr)
+        finally:
+            drainer.close()
+        fresh, achieved = freshness(fresh_cfg, live_n, rate)
+        checks = {"throughput_phase": check(thr), "freshness_phase": check(fresh_cfg)}
+    finally:
+        if online.get("online_store") == "redis":
+            for used in (thr, fresh_cfg):
+                open_store(used.feast).teardown()
     lost = sum(c["samples_lost"] + c["sequences_lost"] for c in checks.values())
     dup = sum(c["samples_duplicated"] + c["sequences_duplicated"] for c in checks.values())
     arr = np.asarray(fresh) if fresh else np.asarray([float("nan")])

@@ -89,6 +89,15 @@ def _from_us(value: Any) -> datetime | None:
         microseconds=int(value) % 1_000_000)
 
 
+def _after(now: datetime, previous: datetime | None) -> datetime:
+    """``now``, or just past ``previous`` if that is not older (another host's clock)."""
+    if previous is None:
+        return now
+    if previous.tzinfo is None:
+        previous = previous.replace(tzinfo=UTC)
+    return max(now, previous + _TICK)
+
+
 def _ints(value: Any) -> list[int]:
     return [int(v) for v in value] if value is not None else []
 
@@ -155,7 +164,7 @@ class FeatureAccess:
         now = datetime.now(UTC)
         rows: list[_Row] = []
         for uid, seq in sequences.items():
-            stamp = now if seq.updated_at is None else max(now, seq.updated_at + _TICK)
+            stamp = _after(now, seq.updated_at)
             seq.updated_at = stamp
             values = {
                 "hist_item_ids": _int64s(seq.item_ids),
@@ -169,13 +178,23 @@ class FeatureAccess:
         self.store.provider.online_write_batch(self.store.config, self._user_fv, rows, None)
 
     def write_items(self, categories: Mapping[int, int]) -> None:
-        """Record each item's category (one online write)."""
+        """Record each item's category (one read of the stored stamps, one online write).
+
+        As for sequences, each row's timestamp is forced strictly past the stored one, so a
+        category change written by a host whose clock is behind the previous writer's is
+        not dropped by the Redis store.
+        """
         if not categories:
             return
+        items = [int(i) for i in categories]
+        keys = [_key("item_id", i) for i in items]
+        stored = self.store.provider.online_read(self.store.config, self._item_fv, keys,
+                                                 ["category_id"])
         now = datetime.now(UTC)
         rows: list[_Row] = [
-            (_key("item_id", int(item)), {"category_id": ValueProto(int64_val=int(cat))}, now, None)
-            for item, cat in categories.items()]
+            (key, {"category_id": ValueProto(int64_val=int(categories[item]))},
+             _after(now, ts), None)
+            for item, key, (ts, _) in zip(items, keys, stored, strict=True)]
         self.store.provider.online_write_batch(self.store.config, self._item_fv, rows, None)
 
     def ranker_features(

@@ -92,9 +92,24 @@ class EmbeddingBank(nn.Module):
             with torch.no_grad():
                 table.weight[PAD_ROW].zero_()
             self.tables[name] = table
-            if len(vocab) == 0 or int(vocab[-1]) < DENSE_LOOKUP_MAX:
-                self.register_buffer(f"dense_{name}", _dense_rows(vocab), persistent=False)
+            self._index(name)
         self.version: str | None = None
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        """Load as usual, then rebuild the dense id->row tables from the loaded vocabularies
+        (they are derived, not saved, and would otherwise map the previous vocabulary)."""
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        for name in self.names:
+            self._index(name)
+
+    def _index(self, name: str) -> None:
+        """(Re)build table ``name``'s dense id->row table, or drop it for ids >= 2^21."""
+        vocab = self.vocab(name)
+        if len(vocab) == 0 or int(vocab[-1]) < DENSE_LOOKUP_MAX:
+            self.register_buffer(f"dense_{name}", _dense_rows(vocab.cpu()).to(vocab.device),
+                                 persistent=False)
+        elif f"dense_{name}" in self._buffers:
+            del self._buffers[f"dense_{name}"]
 
     def vocab(self, name: str) -> torch.Tensor:
         """The sorted raw ids (int64) of table ``name``."""

@@ -23,6 +23,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -45,6 +46,23 @@ log = logging.getLogger(__name__)
 _FRESHNESS_MAX_S = 3600.0  # older events are replays of history, not freshness
 
 
+_frozen = False
+
+
+def _freeze_startup_heap() -> None:
+    """Move what start-up allocated out of the cyclic GC's reach, once per process.
+
+    Everything allocated by then (Feast, pandas, pyarrow, kafka-python: ~300k objects) lives
+    as long as the process; full GC passes over it took ~270 ms and were the worst freshness
+    outliers. Garbage is collected first so that no dead cycle is frozen (kept forever).
+    """
+    global _frozen
+    if not _frozen:
+        gc.collect()
+        gc.freeze()
+        _frozen = True
+
+
 @dataclass
 class _Partition:
     """What this consumer holds for one assigned partition."""
@@ -63,8 +81,8 @@ class _Batch:
     clicks_ts_ms: list[int] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     touched: set[int] = field(default_factory=set)
-    ok: Counter[str] = field(default_factory=Counter)
-    dead: int = 0  # messages sent to the DLQ
+    ok: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, outcome)
+    dead: dict[int, list[Any]] = field(default_factory=dict)  # DLQ send futures by partition
     commits: dict[TopicPartition, OffsetAndMetadata] = field(default_factory=dict)
 
 
@@ -109,10 +127,7 @@ class StreamConsumer:
         self.freshness_ms: list[float] = []  # kept for the benchmark; metrics get the same
         self.keep_freshness = False
         self.last_batch_seconds = 0.0
-        # Everything allocated so far (Feast, pandas, pyarrow, kafka-python: ~300k objects)
-        # lives as long as the process: keep it out of the cyclic GC, whose full passes over
-        # it took ~270 ms and were the worst freshness outliers.
-        gc.freeze()
+        _freeze_startup_heap()
 
     # -- one micro-batch ------------------------------------------------------------------
     def poll_once(self, timeout_ms: int = 200) -> int:
@@ -129,37 +144,42 @@ class StreamConsumer:
         parsed: list[tuple[int, ConsumerRecord, Event | None]] = []
         for tp, recs in polled.items():
             for rec in recs:
-                event = self._validate(tp.partition, rec)
-                if event is None:
-                    batch.dead += 1
-                parsed.append((tp.partition, rec, event))
+                parsed.append((tp.partition, rec, self._validate(tp.partition, rec, batch)))
             batch.commits[tp] = OffsetAndMetadata(recs[-1].offset + 1, "", -1)
         self._load_users(parsed)
         for partition, rec, event in parsed:
             if event is not None:
                 self._apply(partition, rec.offset, event, batch)
+            elif (join := self._parts[partition].join) is not None:
+                join.advance(rec.offset)  # in order: the next changelog record covers it
         self._write(batch)
-        for kind, count in batch.ok.items():
-            metrics.EVENTS.labels(kind, "ok").inc(count)
+        for (kind, outcome), count in batch.ok.items():
+            metrics.EVENTS.labels(kind, outcome).inc(count)
         self.last_batch_seconds = time.perf_counter() - t0
         metrics.BATCH_SIZE.observe(n)
         metrics.BATCH_SECONDS.observe(self.last_batch_seconds)
         self._update_lag()
         return n
 
-    def _validate(self, partition: int, rec: ConsumerRecord) -> Event | None:
+    def _validate(self, partition: int, rec: ConsumerRecord, batch: _Batch) -> Event | None:
         try:
             return validate(rec.key, rec.value, self.settings.max_future_skew_s)
         except Exception as err:  # any input the contract cannot read goes to the DLQ
             exc = err if isinstance(err, InvalidEvent) else InvalidEvent("unexpected", repr(err))
-            dead = DeadLetter(key=rec.key, value=rec.value or b"", reason=exc.reason,
-                              detail=exc.detail, source_topic=rec.topic,
-                              source_partition=partition, source_offset=rec.offset)
-            self.producer.send(self.cfg.topics.dlq, key=rec.key, value=dead.value,
-                               headers=dead.headers())
-            metrics.DLQ.labels(exc.reason).inc()
-            metrics.EVENTS.labels("unknown", "dlq").inc()
+        join = self._parts[partition].join
+        if join is not None and join.dead_lettered(rec.offset):
+            # Sent by an earlier run whose commit did not land (crash, rebalance): its
+            # changelog record covers this offset, or the restore found the letter in the DLQ.
+            metrics.EVENTS.labels("unknown", "replayed").inc()
             return None
+        dead = DeadLetter(key=rec.key, value=rec.value or b"", reason=exc.reason,
+                          detail=exc.detail, source_topic=rec.topic,
+                          source_partition=partition, source_offset=rec.offset)
+        batch.dead.setdefault(partition, []).append(self.samples.dead_letter(dead))
+        batch.touched.add(partition)  # the changelog record carries the new ``upto``
+        metrics.DLQ.labels(exc.reason).inc()
+        metrics.EVENTS.labels("unknown", "dlq").inc()
+        return None
 
     def _load_users(self, parsed: list[tuple[int, ConsumerRecord, Event | None]]) -> None:
         """Fill the cache with the batch's users not seen since the assignment (one read)."""
@@ -177,7 +197,10 @@ class StreamConsumer:
         seq = part.users[event.user_id]
         if self._known_items.get(event.item_id) != event.category_id:
             batch.items[event.item_id] = event.category_id
+        outcome = "ok"
         if part.join is not None:
+            if offset <= part.join.upto:
+                outcome = "replayed"  # a previous run's changelog covers it (see docs/stream.md)
             batch.samples.extend(part.join.on_event(partition, offset, event, seq))
             batch.touched.add(partition)
         if event.event_type is EventType.CLICK:
@@ -188,14 +211,20 @@ class StreamConsumer:
                 batch.clicks_ts_ms.append(event.ts_ms)
             else:
                 metrics.REPLAYED.labels("click").inc()
-        batch.ok[event.event_type.value] += 1
+        batch.ok[(event.event_type.value, outcome)] += 1
 
     def _write(self, batch: _Batch) -> None:
-        """Samples + changelog + DLQ to Kafka, then Feast, then the commit (this order)."""
-        self.samples.emit(batch.samples, {p: self._parts[p].join for p in batch.touched
-                                          if p in self._parts})
+        """DLQ, then samples + changelog to Kafka, then Feast, then the commit (this order).
+
+        Every send is confirmed (``get`` raises on a failed one) before anything that
+        records it as done: the DLQ before the changelog's ``upto``, samples before their
+        changelog record, the changelog before the commit.
+        """
+        joins = {p: j for p in batch.touched if p in self._parts
+                 and (j := self._parts[p].join) is not None}
         if batch.dead:
-            self.producer.flush()  # dead letters before the commit (emit may have sent none)
+            self.samples.confirm_dead(batch.dead, joins)
+        self.samples.emit(batch.samples, joins)
         t0 = time.perf_counter()
         self._write_sequences(batch.changed)
         done = time.time()  # the new sequences are readable from here on
@@ -260,7 +289,6 @@ class StreamConsumer:
             touched.add(partition)
         if touched:
             self.samples.emit(samples, {p: self._parts[p].join for p in touched})
-            self.producer.flush()
 
     def _update_lag(self) -> None:
         for partition in list(self._parts):

@@ -48,6 +48,10 @@ def events_from_frame(
                         ts=click_ts, **common)
 
 
+class ProduceError(RuntimeError):
+    """Some events were not acknowledged by the broker."""
+
+
 def produce(
     events: Iterable[Event],
     cfg: KafkaConfig,
@@ -58,11 +62,13 @@ def produce(
 ) -> int:
     """Send ``events`` to the events topic, at most ``rate`` per second; return the count.
 
-    Keyed by user id. Blocks until every message is acknowledged (flush) before returning.
+    Keyed by user id. Blocks until every message is acknowledged (flush) before returning;
+    raises :class:`ProduceError` if any send failed (the broker does not have those events).
     """
     own = producer is None
     prod = producer or make_producer(cfg)
     sent = 0
+    failed: list[BaseException] = []
     start = time.perf_counter()
     try:
         for event in events:
@@ -70,11 +76,15 @@ def produce(
                 ahead = start + sent / rate - time.perf_counter()
                 if ahead > 0:
                     time.sleep(ahead)
-            prod.send(cfg.topics.events, key=event.key(), value=event.to_bytes())
+            prod.send(cfg.topics.events, key=event.key(),
+                      value=event.to_bytes()).add_errback(failed.append)
             sent += 1
             if on_sent is not None and sent % 500 == 0:
                 on_sent(sent)
         prod.flush()
+        if failed:
+            raise ProduceError(f"{len(failed)} of {sent} events were not acknowledged by the "
+                               f"broker (first error: {failed[0]!r})")
         if on_sent is not None:
             on_sent(sent)
     finally:

@@ -12,7 +12,12 @@ Two topics per source partition ``p``:
   samples offset after this batch's samples), ``ahead`` and ``restore_from`` (the changelog
   offset of the oldest record still holding an open impression; ``null`` = this record).
 
-Per batch: samples are flushed, then the changelog record, then Feast, then the commit.
+Dead letters go to DLQ partition ``p % n`` and the record's ``dlq_pos`` is the DLQ offset
+after the last one of ``p``; a restore scans the DLQ from there for letters of ``p`` past
+``upto`` (sent by a run that crashed before its changelog record) so they are not sent again.
+
+Per batch: dead letters and samples are flushed, then the changelog record, then Feast, then
+the commit.
 A restore reads the last changelog record of ``p`` and the records from its
 ``restore_from``; then the samples written after ``emit_pos`` by a run that crashed before
 its changelog record: their ids are closed (if open) or remembered in ``ahead``.
@@ -23,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -31,6 +37,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
 
 from stream import metrics
+from stream.dlq import DeadLetter
 from stream.failpoints import failpoint
 from stream.kafka import make_consumer
 from stream.samples import JoinState, Pending, Sample, decode_batch, encode_batch, pack, unpack
@@ -70,6 +77,8 @@ class SampleLog:
         ensure_state_topic(settings)
         self.n_samples = self._partitions(self.samples_topic)
         self.n_state = self._partitions(self.state_topic)
+        self.dlq_topic = settings.kafka.topics.dlq
+        self.n_dlq = self._partitions(self.dlq_topic)
         self.reader: KafkaConsumer = make_consumer(settings.kafka, None, client_id="joinstate")
 
     def _partitions(self, topic: str) -> int:
@@ -82,33 +91,54 @@ class SampleLog:
         raise RuntimeError(f"topic {topic} has no partitions")
 
     # -- writing ---------------------------------------------------------------------------
-    def emit(self, samples: list[Sample], joins: dict[int, JoinState | None]) -> None:
+    def dead_letter(self, dead: DeadLetter) -> Any:
+        """Send one dead letter to DLQ partition ``source_partition % n`` (a restore of the
+        source partition scans that one); return the send's future."""
+        return self.producer.send(self.dlq_topic, key=dead.key, value=dead.value,
+                                  headers=dead.headers(),
+                                  partition=dead.source_partition % self.n_dlq)
+
+    def confirm_dead(self, sent: dict[int, list[Any]], joins: dict[int, JoinState]) -> None:
+        """Flush the batch's dead letters and wait for each (``get`` raises on a failed send);
+        then each source partition's ``dlq_pos`` moves past its last letter."""
+        self.producer.flush()
+        for p, futures in sent.items():
+            last = [f.get() for f in futures][-1]
+            if p in joins:
+                joins[p].dlq_pos = last.offset + 1
+
+    def emit(self, samples: list[Sample], joins: Mapping[int, JoinState | None]) -> None:
         """Send ``samples``, then the changelog of each partition of ``joins``; flush both."""
         by_part: dict[int, list[Sample]] = {}
         for s in samples:
             by_part.setdefault(s.source_partition, []).append(s)
-        last: dict[int, Any] = {}
+        futures: dict[int, list[Any]] = {}
         for p, group in by_part.items():
-            for i in range(0, len(group), CHUNK):
-                last[p] = self.producer.send(
-                    self.samples_topic, key=str(p).encode(),
-                    value=encode_batch(p, group[i:i + CHUNK]), partition=p % self.n_samples)
-            positives = sum(s.label for s in group)
-            metrics.SAMPLES.labels("1").inc(positives)
-            metrics.SAMPLES.labels("0").inc(len(group) - positives)
-        if last:
+            futures[p] = [self.producer.send(
+                self.samples_topic, key=str(p).encode(),
+                value=encode_batch(p, group[i:i + CHUNK]), partition=p % self.n_samples)
+                for i in range(0, len(group), CHUNK)]
+        if futures:
             self.producer.flush()
+            # every send confirmed (get raises on a failed one): no sample is recorded as
+            # emitted by the changelog unless the broker has it
+            last = {p: [f.get() for f in sent][-1] for p, sent in futures.items()}
+            for group in by_part.values():
+                positives = sum(s.label for s in group)
+                metrics.SAMPLES.labels("1").inc(positives)
+                metrics.SAMPLES.labels("0").inc(len(group) - positives)
             failpoint("after_samples")
         live = {p: j for p, j in joins.items() if j is not None}
         for p, join in live.items():
-            if p in last:
-                join.emit_pos = last[p].get().offset + 1
+            if p in futures:
+                join.emit_pos = last[p].offset + 1
         parts = self._send_parts(live)
         sent: dict[int, Any] = {}
         for p, join in live.items():
             logged = [e.log_offset for e in join.pending.values() if e.log_offset is not None]
             record = {
                 "p": p, "upto": join.upto, "wm": join.watermark_ms, "emit_pos": join.emit_pos,
+                "dlq_pos": join.dlq_pos,
                 "restore_from": min(logged) if logged else None, "ahead": sorted(join.ahead),
                 "parts": parts.get(p, []), "add": [join.pending[o].to_json() for o in join.added],
                 "done": join.done,
@@ -177,6 +207,15 @@ class SampleLog:
             hi, chunk = lo, chunk * 4
         return None
 
+    def _restore_dead(self, p: int, join: JoinState) -> None:
+        """Remember the dead letters a run that crashed before its changelog record sent."""
+        tp = TopicPartition(self.dlq_topic, p % self.n_dlq)
+        for rec in self._read(tp, join.dlq_pos):
+            letter = DeadLetter.from_headers(rec.key, rec.value, rec.headers)
+            if (letter.source_topic == self.settings.kafka.topics.events
+                    and letter.source_partition == p and letter.source_offset > join.upto):
+                join.dead_ahead.add(letter.source_offset)
+
     def restore(self, p: int) -> JoinState:
         """The join state of partition ``p`` as the last run left it (see module docstring)."""
         join = JoinState(window_ms=int(self.settings.attribution_window_s * 1000))
@@ -205,6 +244,8 @@ class SampleLog:
                 join.add(entry)
             join.upto, join.watermark_ms = head["upto"], head["wm"]
             join.emit_pos, join.ahead = head["emit_pos"], set(head["ahead"])
+            join.dlq_pos = head.get("dlq_pos", 0)
+        self._restore_dead(p, join)
         stp = TopicPartition(self.samples_topic, p % self.n_samples)
         emitted = [s["sample_id"] for r in self._read(stp, join.emit_pos)
                    if r.key == key for s in decode_batch(r.value)]

@@ -68,7 +68,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 def pack(body: Any) -> bytes:
     """A record value: compact JSON, gzip level 1 (see the module docstring)."""
-    # orjson: the same compact bytes as json.dumps(separators=(",", ":")), ~5x faster
+    # orjson: compact JSON like json.dumps(separators=(",", ":")) but ~5x faster; it writes
+    # non-ASCII as raw UTF-8 where json.dumps escapes it (any JSON reader reads both)
     return gzip.compress(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), 1, mtime=0)
 
 
@@ -142,6 +143,8 @@ class JoinState:
     watermark_ms: int = -(2**62)
     upto: int = -1  # last source offset whose join effects are in this state
     emit_pos: int = 0  # samples-partition offset from which a restore looks for emitted ids
+    dlq_pos: int = 0  # DLQ-partition offset from which a restore looks for dead letters
+    dead_ahead: set[int] = field(default_factory=set)  # dead-lettered past ``upto`` (crash)
     pending: dict[int, Pending] = field(default_factory=dict)
     ahead: set[str] = field(default_factory=set)
     _by_req: dict[tuple[str, int], list[int]] = field(default_factory=dict)
@@ -194,12 +197,25 @@ class JoinState:
         return None
 
     # -- the rule ----------------------------------------------------------------------------
+    def dead_lettered(self, offset: int) -> bool:
+        """True if an earlier run sent the invalid message at ``offset`` to the DLQ."""
+        if offset in self.dead_ahead:
+            self.dead_ahead.discard(offset)
+            return True
+        return offset <= self.upto
+
+    def advance(self, offset: int) -> bool:
+        """Mark ``offset`` handled; False if this state already covers it (a replay)."""
+        if offset <= self.upto:
+            return False
+        self.upto = offset
+        return True
+
     def on_event(self, partition: int, offset: int, event: Event, seq: UserSequence,
                  before: tuple[list[int], list[int], list[int]] | None = None) -> list[Sample]:
         """Samples released by one valid event (``seq`` = the user's sequence before it)."""
-        if offset <= self.upto:
+        if not self.advance(offset):
             return []  # a replay of an event whose join effects the restored state holds
-        self.upto = offset
         ts = event.ts_ms
         wm_before = self.watermark_ms
         self.watermark_ms = max(self.watermark_ms, ts)

@@ -9,8 +9,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
-from features.store import FeastConfig, FeatureAccess, UserSequence, apply_definitions, open_store
+from features.store import (
+    FeastConfig,
+    FeatureAccess,
+    UserSequence,
+    _key,
+    apply_definitions,
+    open_store,
+)
 
 
 def _redis_up() -> bool:
@@ -76,3 +84,15 @@ def test_direct_writes_are_what_feast_reads(access: FeatureAccess) -> None:
     got = access.store.get_online_features(
         features=[f"user_behavior_fv:{n}" for n in names], entity_rows=[{"user_id": 3}]).to_dict()
     assert [got[n][0] for n in names] == [[4, 6], [1, 1], [10, 20], 2, 9]
+
+
+def test_item_category_changes_land_after_a_writer_with_a_clock_ahead(
+    access: FeatureAccess,
+) -> None:
+    """An item row stamped an hour ahead (another host's clock): later changes still land."""
+    ahead = datetime.now(UTC) + timedelta(hours=1)
+    row = (_key("item_id", 10), {"category_id": ValueProto(int64_val=4)}, ahead, None)
+    access.store.provider.online_write_batch(access.store.config, access._item_fv, [row], None)
+    for cat in (5, 6, 7):
+        access.write_items({10: cat, 11: cat})
+        assert access.ranker_features(1, [10, 11])[2] == [cat, cat]

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.bank import OOV_ROW, PAD_ROW, EmbeddingBank
+from models.bank import DENSE_LOOKUP_MAX, OOV_ROW, PAD_ROW, EmbeddingBank
 
 
 def bank() -> EmbeddingBank:
@@ -102,3 +102,22 @@ def test_an_empty_batch_embeds_to_empty_tensors() -> None:
                         "hist_item_ids": empty, "hist_cat_ids": empty,
                         "hist_mask": empty.bool()})
     assert out["query"].shape == (0, 8) and out["hist"].shape == (0, 5, 8)
+
+
+def test_load_state_dict_rebuilds_the_id_index() -> None:
+    """A bank loaded with another vocabulary of the same size maps ids by the loaded one."""
+    old = EmbeddingBank({"item": [10, 20, 30], "cat": [1]}, dim=4)
+    new = EmbeddingBank({"item": [5, 6, 7], "cat": [1]}, dim=4)
+    old.load_state_dict(new.state_dict())
+    ids = torch.tensor([5, 6, 7, 10, 20, 30])
+    assert old.rows("item", ids).tolist() == [2, 3, 4, OOV_ROW, OOV_ROW, OOV_ROW]
+    assert torch.equal(old.lookup("item", ids), new.lookup("item", ids))
+
+
+def test_load_state_dict_with_large_ids_drops_the_dense_index() -> None:
+    small = EmbeddingBank({"item": [1, 2], "cat": [1]}, dim=4)
+    big = EmbeddingBank({"item": [3, DENSE_LOOKUP_MAX + 5], "cat": [1]}, dim=4)
+    small.load_state_dict(big.state_dict())
+    assert getattr(small, "dense_item", None) is None
+    ids = torch.tensor([3, DENSE_LOOKUP_MAX + 5, 1])
+    assert small.rows("item", ids).tolist() == [2, 3, OOV_ROW]

@@ -11,14 +11,17 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
+from kafka.errors import KafkaTimeoutError
+from kafka.producer.future import FutureProduceResult, FutureRecordMetadata
 
 from features.store import FeastConfig, FeatureAccess
 from stream.consumer import StreamConsumer
+from stream.dlq import DeadLetter
 from stream.kafka import KafkaConfig, make_consumer
 from stream.recompute import compare_samples, read_topic, recompute
 from stream.samples import decode_batch
 from stream.settings import StreamSettings
-from stream.topicread import true_end
+from stream.topicread import read_range, true_end
 
 WINDOW_S = 1.0
 MAX_HISTORY = 6
@@ -31,17 +34,44 @@ def settings(kafka_cfg: KafkaConfig, feast_cfg: FeastConfig) -> StreamSettings:
                           metrics_port=0, attribution_window_s=WINDOW_S, max_history=MAX_HISTORY)
 
 
-def committed_all(s: StreamSettings) -> bool:
-    """True when the group's committed offsets reach the end of every events partition."""
+def _committed(s: StreamSettings) -> list[tuple[int, int]]:
+    """(committed offset or 0, end offset) of every events partition for the group."""
     from kafka import TopicPartition
 
     probe = make_consumer(s.kafka, s.group_id)
     try:
         parts = probe.partitions_for_topic(s.kafka.topics.events) or set()
         tps = [TopicPartition(s.kafka.topics.events, p) for p in parts]
-        return all((probe.committed(tp) or 0) >= true_end(probe, tp) for tp in tps)
+        return [(probe.committed(tp) or 0, true_end(probe, tp)) for tp in tps]
     finally:
         probe.close()
+
+
+def committed_all(s: StreamSettings) -> bool:
+    """True when the group's committed offsets reach the end of every events partition."""
+    return all(done >= end for done, end in _committed(s))
+
+
+def committed_any(s: StreamSettings) -> bool:
+    """True when the group has committed an offset past 0 on some events partition."""
+    return any(done > 0 for done, _ in _committed(s))
+
+
+def failed_send(topic: str) -> FutureRecordMetadata:
+    """What kafka-python returns for a send the broker never acknowledged (fault injection)."""
+    from kafka import TopicPartition
+
+    result = FutureProduceResult(TopicPartition(topic, 0))
+    future = FutureRecordMetadata(result, -1, None, None, -1, -1, -1)
+    result.failure(KafkaTimeoutError("injected: not acknowledged"))
+    return future
+
+
+def abandon(consumer: StreamConsumer) -> None:
+    """What a crash leaves: nothing committed or flushed beyond what already was."""
+    consumer.consumer.close(autocommit=False)
+    consumer.producer.close(timeout=0)
+    consumer.samples.reader.close()
 
 
 def drain(consumers: list[StreamConsumer], s: StreamSettings, timeout_s: float = 60) -> None:
@@ -69,6 +99,20 @@ class Outcome:
     full_users: int  # users whose history reached max_history (trimming happened)
     sequences_wrong: list[int]
     lost_ids: list[str]
+
+
+def read_dlq(cfg: KafkaConfig) -> list[DeadLetter]:
+    """Every dead letter on the DLQ topic, by source partition and offset."""
+    from kafka import TopicPartition
+
+    reader = make_consumer(cfg, None)
+    try:
+        parts = sorted(reader.partitions_for_topic(cfg.topics.dlq) or ())
+        letters = [DeadLetter.from_headers(r.key, r.value, r.headers) for p in parts
+                   for r in read_range(reader, TopicPartition(cfg.topics.dlq, p), 0)]
+    finally:
+        reader.close()
+    return sorted(letters, key=lambda d: (d.source_partition, d.source_offset))
 
 
 def verify(s: StreamSettings) -> Outcome:

@@ -5,14 +5,24 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from kafka import TopicPartition
+import pytest
+from kafka.errors import KafkaTimeoutError
+from kafka.producer.future import FutureRecordMetadata
 
+from stream import failpoints
 from stream.consumer import StreamConsumer
-from stream.dlq import DeadLetter
 from stream.events import MAX_EVENT_BYTES, Event, EventType
-from stream.kafka import make_consumer, make_producer
+from stream.kafka import KafkaConfig, make_producer
 from stream.settings import StreamSettings
-from tests.stream.conftest import drain
+from tests.stream.conftest import (
+    abandon,
+    assert_exact,
+    committed_any,
+    drain,
+    failed_send,
+    read_dlq,
+    verify,
+)
 
 
 def good(n: int) -> Event:
@@ -43,8 +53,8 @@ BAD: list[tuple[str, bytes | None, bytes | None]] = [
 ]
 
 
-def test_bad_messages_go_to_the_dlq_with_reason_and_origin(settings: StreamSettings) -> None:
-    cfg = settings.kafka
+def send_bad_and_good(cfg: KafkaConfig) -> int:
+    """Each BAD message followed by a valid click, all on partition 0; the number of clicks."""
     producer = make_producer(cfg)
     sent_good = 0
     for n, (_, key, value) in enumerate(BAD):
@@ -54,7 +64,12 @@ def test_bad_messages_go_to_the_dlq_with_reason_and_origin(settings: StreamSetti
         sent_good += 1
     producer.flush()
     producer.close()
+    return sent_good
 
+
+def test_bad_messages_go_to_the_dlq_with_reason_and_origin(settings: StreamSettings) -> None:
+    cfg = settings.kafka
+    sent_good = send_bad_and_good(cfg)
     consumer = StreamConsumer(settings)
     try:
         drain([consumer], settings)
@@ -63,18 +78,7 @@ def test_bad_messages_go_to_the_dlq_with_reason_and_origin(settings: StreamSetti
         consumer.close()
     assert len(users) == sent_good  # every valid click was applied
 
-    reader = make_consumer(cfg, None)
-    tps = [TopicPartition(cfg.topics.dlq, p) for p in reader.partitions_for_topic(cfg.topics.dlq)]
-    reader.assign(tps)
-    reader.seek_to_beginning(*tps)
-    letters: list[DeadLetter] = []
-    for _ in range(40):
-        for recs in reader.poll(timeout_ms=250).values():
-            letters.extend(DeadLetter.from_headers(r.key, r.value, r.headers) for r in recs)
-        if len(letters) >= len(BAD):
-            break
-    reader.close()
-    letters.sort(key=lambda d: d.source_offset)
+    letters = read_dlq(cfg)
     assert [d.reason for d in letters] == [reason for reason, _, _ in BAD]
     for n, (letter, (_, key, value)) in enumerate(zip(letters, BAD, strict=True)):
         assert letter.value == (value or b"")  # the original bytes, untouched
@@ -82,3 +86,60 @@ def test_bad_messages_go_to_the_dlq_with_reason_and_origin(settings: StreamSetti
         assert (letter.source_topic, letter.source_partition) == (cfg.topics.events, 0)
         assert letter.source_offset == 2 * n
         assert letter.detail
+
+
+def assert_each_dead_lettered_once_after_a_takeover(settings: StreamSettings) -> None:
+    """A new consumer finishes the replay: each BAD message is in the DLQ exactly once."""
+    successor = StreamConsumer(settings, client_id="successor")
+    try:
+        drain([successor], settings)
+    finally:
+        successor.close()
+    offsets = [d.source_offset for d in read_dlq(settings.kafka)]
+    assert offsets == [2 * n for n in range(len(BAD))]
+    assert_exact(verify(settings))
+
+
+def test_a_replay_after_a_crash_does_not_dead_letter_twice(settings: StreamSettings) -> None:
+    """Crash after the DLQ, changelog and Feast writes but before the commit: the next
+    consumer replays the batch from the last commit and sends no dead letter again."""
+    cfg = settings.kafka
+    send_bad_and_good(cfg)
+    failpoints.configure("after_feast=1", raise_=True)
+    first = StreamConsumer(settings, client_id="crashes")
+    try:
+        with pytest.raises(failpoints.Crash):
+            for _ in range(100):
+                first.poll_once(timeout_ms=100)
+    finally:
+        failpoints.configure("")
+        abandon(first)
+    assert_each_dead_lettered_once_after_a_takeover(settings)
+
+
+def test_an_unacknowledged_dead_letter_stops_the_batch_before_its_commit(
+    settings: StreamSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker loses one dead letter: the batch fails before anything records it as done,
+    so the next consumer dead-letters that message (nothing dropped silently)."""
+    cfg = settings.kafka
+    send_bad_and_good(cfg)
+    first = StreamConsumer(settings, client_id="loses-one")
+    real_send = first.producer.send
+    lost: list[int] = []
+
+    def send(topic: str, **kw: object) -> FutureRecordMetadata:
+        if topic == cfg.topics.dlq and not lost:
+            lost.append(1)
+            return failed_send(topic)
+        return real_send(topic, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(first.producer, "send", send)
+    try:
+        with pytest.raises(KafkaTimeoutError):
+            for _ in range(100):
+                first.poll_once(timeout_ms=100)
+        assert not committed_any(settings)
+    finally:
+        abandon(first)
+    assert_each_dead_lettered_once_after_a_takeover(settings)

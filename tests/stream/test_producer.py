@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kafka.producer.future import FutureRecordMetadata
 
 from stream.events import EventType, parse_event
-from stream.producer import events_from_frame
+from stream.kafka import KafkaConfig, make_producer
+from stream.producer import ProduceError, events_from_frame, produce
 from stream.synthetic import SyntheticConfig, category_of, generate
+from tests.stream.conftest import failed_send
 
 
 def test_each_row_is_an_impression_and_each_positive_also_a_click() -> None:
@@ -45,3 +49,26 @@ def test_truth_separates_clicks_from_non_clicks() -> None:
     assert auc > 0.7  # the planted signal is strong enough to learn
     assert 0.05 < frame.label.mean() < 0.6
     assert np.isclose(frame.label.mean(), frame.p_click.mean(), atol=0.02)
+
+
+def test_unacknowledged_sends_raise_instead_of_passing_silently(
+    kafka_cfg: KafkaConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every third send fails as an unacknowledged one: produce reports how many."""
+    events = list(events_from_frame(generate(30, SyntheticConfig(n_users=5)), id_prefix="f"))
+    producer = make_producer(kafka_cfg)
+    real_send = producer.send
+    calls = [0]
+
+    def send(topic: str, **kw: object) -> FutureRecordMetadata:
+        calls[0] += 1
+        if calls[0] % 3:
+            return real_send(topic, **kw)  # type: ignore[arg-type]
+        return failed_send(topic)
+
+    monkeypatch.setattr(producer, "send", send)
+    try:
+        with pytest.raises(ProduceError, match=f"{len(events) // 3} of {len(events)} events"):
+            produce(events, kafka_cfg, producer=producer)
+    finally:
+        producer.close()

@@ -13,20 +13,22 @@ import pytest
 
 from stream import failpoints, samplelog
 from stream.consumer import StreamConsumer
+from stream.kafka import make_producer
 from stream.producer import events_from_frame, produce
 from stream.settings import StreamSettings
 from stream.synthetic import SyntheticConfig, generate
-from tests.stream.conftest import assert_exact, committed_all, drain, verify
+from tests.stream.conftest import (
+    abandon,
+    assert_exact,
+    committed_all,
+    drain,
+    read_dlq,
+    verify,
+)
 
 POINTS = ("after_samples", "after_changelog", "after_feast", "after_commit")
 CRASHES = 8  # two at each point
-
-
-def abandon(consumer: StreamConsumer) -> None:
-    """What a crash leaves: nothing committed or flushed beyond what already was."""
-    consumer.consumer.close(autocommit=False)
-    consumer.producer.close(timeout=0)
-    consumer.samples.reader.close()
+BAD_MESSAGES = 30
 
 
 def test_crashes_at_every_point_with_split_records(
@@ -36,6 +38,10 @@ def test_crashes_at_every_point_with_split_records(
     settings.kafka.max_poll_records = 40
     world = SyntheticConfig(n_users=50, seconds_between_events=0.2)
     produce(events_from_frame(generate(800, world), id_prefix="c"), settings.kafka)
+    producer = make_producer(settings.kafka)  # bad input among the events, on every partition
+    for n in range(BAD_MESSAGES):
+        producer.send(settings.kafka.topics.events, key=str(n).encode(), value=b"{not json")
+    producer.close()
     crashes: dict[str, int] = {}
     try:
         for round_ in range(CRASHES):
@@ -59,3 +65,5 @@ def test_crashes_at_every_point_with_split_records(
         survivor.close()
     assert len(crashes) == len(POINTS), crashes  # every failpoint fired
     assert_exact(verify(settings))
+    letters = [(d.source_partition, d.source_offset) for d in read_dlq(settings.kafka)]
+    assert len(letters) == len(set(letters)) == BAD_MESSAGES  # each dead-lettered once
