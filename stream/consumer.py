@@ -8,10 +8,10 @@ Run: ``recstream stream run`` (see :mod:`stream.service`), or in code::
 
 One micro-batch = one ``poll``: every message is validated (invalid ones go to the DLQ),
 the batch's clicks are applied to the cached sequences of their users, labelled samples
-are derived (:mod:`stream.samples`), then in this order: samples, DLQ records and the
-join-state changelog are flushed to Kafka, the changed sequences and item categories are
-written to the Feast online store (one write each), and the offsets are committed
-(asynchronously). A crash between any two steps is repaired on restart by the skip rules
+are derived (:mod:`stream.samples`), then in this order: DLQ records, samples and the
+join-state changelog are flushed to Kafka (each send confirmed), the changed sequences and
+item categories are written to the Feast online store (one write each), and the offsets are
+committed (asynchronously). A crash between any two steps is repaired on restart by the skip rules
 of docs/stream.md.
 """
 
@@ -162,23 +162,32 @@ class StreamConsumer:
         return n
 
     def _validate(self, partition: int, rec: ConsumerRecord, batch: _Batch) -> Event | None:
+        join = self._parts[partition].join
+        # A letter found by the restore stays the verdict even if the message would pass now
+        # (a future timestamp that is no longer in the future).
+        if join is not None and join.dead_ahead and join.dead_ahead_hit(rec.offset):
+            return self._replayed_dead(partition, batch)
         try:
             return validate(rec.key, rec.value, self.settings.max_future_skew_s)
         except Exception as err:  # any input the contract cannot read goes to the DLQ
             exc = err if isinstance(err, InvalidEvent) else InvalidEvent("unexpected", repr(err))
-        join = self._parts[partition].join
-        if join is not None and join.dead_lettered(rec.offset):
-            # Sent by an earlier run whose commit did not land (crash, rebalance): its
-            # changelog record covers this offset, or the restore found the letter in the DLQ.
-            metrics.EVENTS.labels("unknown", "replayed").inc()
-            return None
+        if join is not None and rec.offset <= join.upto:
+            return self._replayed_dead(partition, batch)  # its changelog record covers it
         dead = DeadLetter(key=rec.key, value=rec.value or b"", reason=exc.reason,
                           detail=exc.detail, source_topic=rec.topic,
-                          source_partition=partition, source_offset=rec.offset)
+                          source_partition=partition, source_offset=rec.offset,
+                          source_group=self.settings.group_id)
         batch.dead.setdefault(partition, []).append(self.samples.dead_letter(dead))
         batch.touched.add(partition)  # the changelog record carries the new ``upto``
         metrics.DLQ.labels(exc.reason).inc()
         metrics.EVENTS.labels("unknown", "dlq").inc()
+        return None
+
+    @staticmethod
+    def _replayed_dead(partition: int, batch: _Batch) -> None:
+        """An invalid message an earlier run (whose commit did not land) dead-lettered."""
+        batch.touched.add(partition)
+        metrics.EVENTS.labels("unknown", "replayed").inc()
         return None
 
     def _load_users(self, parsed: list[tuple[int, ConsumerRecord, Event | None]]) -> None:

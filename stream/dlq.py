@@ -2,11 +2,11 @@
 
 A message that fails the contract goes to ``events.dlq`` unchanged: the value is the original
 bytes, the key the original key, and Kafka headers carry ``reason``, ``detail``,
-``source_topic``, ``source_partition`` and ``source_offset``. Reasons are the labels of
-:func:`stream.events.parse_event` plus ``future_ts`` for the service's own skew limit and
-``key_mismatch`` (the key is not the user id, so the user would leave its partition) and
-``unexpected`` (the parser failed in a way it does not label: still dead-lettered, never a
-crash).
+``source_topic``, ``source_partition``, ``source_offset`` and ``source_group``. Reasons are
+the labels of :func:`stream.events.parse_event` plus ``future_ts`` for the service's own
+skew limit and ``key_mismatch`` (the key is not the user id, so the user would leave its
+partition) and ``unexpected`` (the parser failed in a way it does not label: still
+dead-lettered, never a crash).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class DeadLetter:
     source_topic: str
     source_partition: int
     source_offset: int
+    source_group: str = ""  # the consumer group that rejected it
 
     def headers(self) -> list[tuple[str, bytes]]:
         return [
@@ -52,6 +53,7 @@ class DeadLetter:
             ("source_topic", self.source_topic.encode()),
             ("source_partition", str(self.source_partition).encode()),
             ("source_offset", str(self.source_offset).encode()),
+            ("source_group", self.source_group.encode()),
         ]
 
     @classmethod
@@ -61,4 +63,4 @@ class DeadLetter:
         h = {k: v.decode() for k, v in headers}
         return cls(key=key, value=value or b"", reason=h["reason"], detail=h["detail"],
                    source_topic=h["source_topic"], source_partition=int(h["source_partition"]),
-                   source_offset=int(h["source_offset"]))
+                   source_offset=int(h["source_offset"]), source_group=h.get("source_group", ""))

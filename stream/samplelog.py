@@ -12,9 +12,11 @@ Two topics per source partition ``p``:
   samples offset after this batch's samples), ``ahead`` and ``restore_from`` (the changelog
   offset of the oldest record still holding an open impression; ``null`` = this record).
 
-Dead letters go to DLQ partition ``p % n`` and the record's ``dlq_pos`` is the DLQ offset
-after the last one of ``p``; a restore scans the DLQ from there for letters of ``p`` past
-``upto`` (sent by a run that crashed before its changelog record) so they are not sent again.
+Dead letters go to DLQ partition ``p % n``; the record's ``dlq_pos`` is the DLQ offset up to
+which letters of ``p`` are accounted for and ``dead_ahead`` the source offsets past ``upto``
+already dead-lettered. A restore scans the DLQ from ``dlq_pos`` for this group's letters of
+``p`` past ``upto`` (sent by a run that crashed before its changelog record) so that they are
+not sent again.
 
 Per batch: dead letters and samples are flushed, then the changelog record, then Feast, then
 the commit.
@@ -138,7 +140,7 @@ class SampleLog:
             logged = [e.log_offset for e in join.pending.values() if e.log_offset is not None]
             record = {
                 "p": p, "upto": join.upto, "wm": join.watermark_ms, "emit_pos": join.emit_pos,
-                "dlq_pos": join.dlq_pos,
+                "dlq_pos": join.dlq_pos, "dead_ahead": sorted(join.dead_ahead),
                 "restore_from": min(logged) if logged else None, "ahead": sorted(join.ahead),
                 "parts": parts.get(p, []), "add": [join.pending[o].to_json() for o in join.added],
                 "done": join.done,
@@ -208,13 +210,21 @@ class SampleLog:
         return None
 
     def _restore_dead(self, p: int, join: JoinState) -> None:
-        """Remember the dead letters a run that crashed before its changelog record sent."""
+        """Remember the dead letters a run that crashed before its changelog record sent
+        (letters of this group for ``p`` past ``upto``), and move ``dlq_pos`` past the scan
+        so that the next record spares later restores the same scan."""
         tp = TopicPartition(self.dlq_topic, p % self.n_dlq)
-        for rec in self._read(tp, join.dlq_pos):
-            letter = DeadLetter.from_headers(rec.key, rec.value, rec.headers)
-            if (letter.source_topic == self.settings.kafka.topics.events
+        end = self._end(tp)
+        events, group = self.settings.kafka.topics.events, self.settings.group_id
+        for rec in self._read(tp, join.dlq_pos, end):
+            try:
+                letter = DeadLetter.from_headers(rec.key, rec.value, rec.headers)
+            except (KeyError, AttributeError, ValueError):
+                continue  # not a letter of ours (a DLQ shared with other writers)
+            if (letter.source_group == group and letter.source_topic == events
                     and letter.source_partition == p and letter.source_offset > join.upto):
                 join.dead_ahead.add(letter.source_offset)
+        join.dlq_pos = max(join.dlq_pos, end)
 
     def restore(self, p: int) -> JoinState:
         """The join state of partition ``p`` as the last run left it (see module docstring)."""
@@ -245,6 +255,7 @@ class SampleLog:
             join.upto, join.watermark_ms = head["upto"], head["wm"]
             join.emit_pos, join.ahead = head["emit_pos"], set(head["ahead"])
             join.dlq_pos = head.get("dlq_pos", 0)
+            join.dead_ahead = {o for o in head.get("dead_ahead", []) if o > join.upto}
         self._restore_dead(p, join)
         stp = TopicPartition(self.samples_topic, p % self.n_samples)
         emitted = [s["sample_id"] for r in self._read(stp, join.emit_pos)

@@ -197,12 +197,12 @@ class JoinState:
         return None
 
     # -- the rule ----------------------------------------------------------------------------
-    def dead_lettered(self, offset: int) -> bool:
-        """True if an earlier run sent the invalid message at ``offset`` to the DLQ."""
+    def dead_ahead_hit(self, offset: int) -> bool:
+        """True (once) if a crashed run dead-lettered ``offset`` past ``upto``."""
         if offset in self.dead_ahead:
             self.dead_ahead.discard(offset)
             return True
-        return offset <= self.upto
+        return False
 
     def advance(self, offset: int) -> bool:
         """Mark ``offset`` handled; False if this state already covers it (a replay)."""

@@ -101,17 +101,20 @@ class Outcome:
     lost_ids: list[str]
 
 
-def read_dlq(cfg: KafkaConfig) -> list[DeadLetter]:
-    """Every dead letter on the DLQ topic, by source partition and offset."""
+def read_dlq(cfg: KafkaConfig, skip_foreign: bool = False) -> list[DeadLetter]:
+    """Every dead letter on the DLQ topic, by source partition and offset (records without
+    the letter headers fail, or are skipped with ``skip_foreign``)."""
     from kafka import TopicPartition
 
     reader = make_consumer(cfg, None)
     try:
         parts = sorted(reader.partitions_for_topic(cfg.topics.dlq) or ())
-        letters = [DeadLetter.from_headers(r.key, r.value, r.headers) for p in parts
+        records = [r for p in parts
                    for r in read_range(reader, TopicPartition(cfg.topics.dlq, p), 0)]
     finally:
         reader.close()
+    letters = [DeadLetter.from_headers(r.key, r.value, r.headers) for r in records
+               if not skip_foreign or r.headers]
     return sorted(letters, key=lambda d: (d.source_partition, d.source_offset))
 
 

@@ -11,6 +11,7 @@ from kafka.producer.future import FutureRecordMetadata
 
 from stream import failpoints
 from stream.consumer import StreamConsumer
+from stream.dlq import DeadLetter
 from stream.events import MAX_EVENT_BYTES, Event, EventType
 from stream.kafka import KafkaConfig, make_producer
 from stream.settings import StreamSettings
@@ -143,3 +144,30 @@ def test_an_unacknowledged_dead_letter_stops_the_batch_before_its_commit(
     finally:
         abandon(first)
     assert_each_dead_lettered_once_after_a_takeover(settings)
+
+
+def test_foreign_records_on_the_dlq_neither_stop_nor_silence_the_consumer(
+    settings: StreamSettings,
+) -> None:
+    """A DLQ shared with other writers: records without our headers and another group's
+    letters for the very same source offsets are there before the first restore."""
+    cfg = settings.kafka
+    send_bad_and_good(cfg)
+    producer = make_producer(cfg)
+    for n in range(len(BAD)):
+        other = DeadLetter(key=b"100", value=b"x", reason="not_json", detail="elsewhere",
+                           source_topic=cfg.topics.events, source_partition=0,
+                           source_offset=2 * n, source_group="another-group")
+        producer.send(cfg.topics.dlq, key=b"100", value=b"x", headers=other.headers(),
+                      partition=0)
+        producer.send(cfg.topics.dlq, value=b"not a letter", partition=0)
+    producer.flush()
+    producer.close()
+    consumer = StreamConsumer(settings, client_id="shares-the-dlq")
+    try:
+        drain([consumer], settings)
+    finally:
+        consumer.close()
+    ours = [d.source_offset for d in read_dlq(cfg, skip_foreign=True)
+            if d.source_group == settings.group_id]
+    assert ours == [2 * n for n in range(len(BAD))]
