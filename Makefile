@@ -28,7 +28,7 @@ demo: install
 	$(VENV)/bin/recstream demo
 
 bench-stream: install
-	$(VENV)/bin/recstream bench stream --json bench/results/stream.json
+	$(VENV)/bin/recstream bench stream --processes 2 --json bench/results/stream.json
 
 # The peer library is installed without its dependencies (it would pull another torch).
 bench-quality: install

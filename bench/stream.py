@@ -35,6 +35,7 @@ import numpy as np
 from kafka import TopicPartition
 from kafka.record import util as kafka_record_util
 
+from bench.stream_scale import scale_out
 from features.store import FeastConfig, FeatureAccess, apply_definitions, open_store
 from infra.stack import start_broker
 from stream.consumer import StreamConsumer
@@ -193,13 +194,17 @@ def _machine(online_store: str) -> dict[str, Any]:
 
 
 def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window_s: float,
-        online: dict[str, Any] | None = None) -> dict[str, Any]:
+        online: dict[str, Any] | None = None, processes: int = 0) -> dict[str, Any]:
     """Both phases on a fresh topic set and Feast project each; ``online``: FeastConfig
     fields of the online store (default: SQLite under ``data_dir``). A Redis project is torn
-    down at the end (its keys deleted)."""
+    down at the end (its keys deleted). ``processes`` > 0 adds the scale-out phase
+    (:mod:`bench.stream_scale`) over the throughput phase's events, with its own outputs."""
     online = online or {}
     thr = _settings(bootstrap, data_dir, window_s, online)
     fresh_cfg = _settings(bootstrap, data_dir, window_s, online)
+    scale_cfg = _settings(bootstrap, data_dir, window_s, online)
+    scale_cfg.kafka.topics.events = thr.kafka.topics.events
+    scale: dict[str, Any] | None = None
     try:
         frame = generate(n, SyntheticConfig(seed=3))
         total = produce(events_from_frame(frame, id_prefix="bench"), thr.kafka)
@@ -216,9 +221,12 @@ def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window
             drainer.close()
         fresh, achieved = freshness(fresh_cfg, live_n, rate)
         checks = {"throughput_phase": check(thr), "freshness_phase": check(fresh_cfg)}
+        if processes > 0:
+            scale = scale_out(scale_cfg, processes, total)
+            checks["scale_out_phase"] = check(scale_cfg)
     finally:
         if online.get("online_store") == "redis":
-            for used in (thr, fresh_cfg):
+            for used in (thr, fresh_cfg, scale_cfg):
                 open_store(used.feast).teardown()
     lost = sum(c["samples_lost"] + c["sequences_lost"] for c in checks.values())
     dup = sum(c["samples_duplicated"] + c["sequences_duplicated"] for c in checks.values())
@@ -240,6 +248,7 @@ def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window
         "lost": lost,
         "duplicated": dup,
         "checks": checks,
+        "scale_out": scale,
         "attribution_window_s": window_s,
         "max_history": thr.max_history,
         "machine": _machine(online.get("online_store", "sqlite")),
@@ -257,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bootstrap", help="use this broker instead of starting one")
     p.add_argument("--data-dir", type=Path, help="Feast data (default: a temp dir)")
     p.add_argument("--online-store", choices=["sqlite", "redis"], default="sqlite")
+    p.add_argument("--processes", type=int, default=0,
+                   help="also run N consumer processes of one group (scale_out in the JSON)")
     p.add_argument("--redis", default="127.0.0.1:6379", help="Redis connection string")
     args = p.parse_args(argv)
     live_n = int(args.rate * args.live_seconds / 1.2)  # ~1.2 events per impression
@@ -274,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.online_store == "redis":
                 online["redis_connection_string"] = args.redis
             result = run(bootstrap, data_dir, args.events, args.rate, live_n, args.window,
-                         online)
+                         online, args.processes)
         finally:
             if proc is not None:
                 proc.terminate()

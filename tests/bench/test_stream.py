@@ -1,5 +1,5 @@
 """bench.stream: a short real run (real broker, real Feast) gives the issue's figures,
-with nothing lost or duplicated, on SQLite and on Redis."""
+with nothing lost or duplicated, on SQLite and on Redis (there also with two processes)."""
 
 from __future__ import annotations
 
@@ -27,8 +27,16 @@ def test_a_short_run_reports_the_figures_and_loses_nothing(broker: str, tmp_path
         if not _redis_up():
             pytest.skip("no Redis server on 127.0.0.1:6379")
         online["redis_connection_string"] = "127.0.0.1:6379"
-    out = run(broker, tmp_path, n=600, rate=400.0, live_n=1200, window_s=1.0, online=online)
+    processes = 2 if store == "redis" else 0  # several processes: the production store
+    out = run(broker, tmp_path, n=600, rate=400.0, live_n=1200, window_s=1.0, online=online,
+              processes=processes)
     assert out["lost"] == 0 and out["duplicated"] == 0
+    assert len(out["checks"]) == (3 if processes else 2)
+    if processes:
+        scale = out["scale_out"]
+        assert scale["pipeline_eps"] > 0 and len(scale["events_by_process"]) == processes
+        owned = sorted(p for parts in scale["assignment"].values() for p in parts)
+        assert owned == [0, 1, 2, 3]  # the group split the partitions between the processes
     for phase in out["checks"].values():
         assert phase["samples_emitted"] == phase["samples_expected"] > 0
         assert phase["samples_wrong"] == 0

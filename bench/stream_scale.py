@@ -1,0 +1,129 @@
+"""Scale-out figure of the stream benchmark: several consumer processes in one group.
+
+Run: ``recstream bench stream --processes 2 --json PATH`` (adds ``scale_out`` to the JSON).
+
+The issue's ``pipeline_eps`` is one process on purpose; this answers the user's next
+question, how far more processes of the same group go on the same machine. The workers join
+the group with their partitions paused (a group forms in seconds on Tansu: without the gate
+the first member would read everything before the second one joins), then all resume at
+once; the figure is the events of the topic over first record to last commit, across the
+workers. Every worker's output is checked against the offline recomputation like the
+single-process run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from typing import Any
+
+from kafka import TopicPartition
+
+from stream.consumer import StreamConsumer
+from stream.settings import StreamSettings
+
+_GATE_STABLE_S = 1.0  # the assignment must stay unchanged this long before the start
+_TIMEOUT_S = 180.0
+
+
+def _gate_poll(consumer: StreamConsumer) -> None:
+    """Take part in the group without processing: pause whatever is assigned; a record a
+    poll returns before its partition was paused is given back (seek)."""
+    kc = consumer.consumer
+    got = kc.poll(timeout_ms=100)
+    for tp, recs in got.items():
+        kc.seek(tp, recs[0].offset)
+    kc.pause(*kc.assignment())
+
+
+def _caught_up(consumer: StreamConsumer) -> bool:
+    kc = consumer.consumer
+    topic = consumer.topic
+    parts = consumer.assigned()
+    return bool(parts) and all(
+        kc.highwater(TopicPartition(topic, p)) == kc.position(TopicPartition(topic, p))
+        for p in parts)
+
+
+def _worker(settings_json: str, name: str, report: Any, go: Any, stop: Any) -> None:
+    settings = StreamSettings.model_validate_json(settings_json)
+    consumer = StreamConsumer(settings, client_id=name)
+    try:
+        last: list[int] = []
+        while not go.is_set():
+            _gate_poll(consumer)
+            if consumer.assigned() != last:
+                last = consumer.assigned()
+                report.put(("assigned", name, last, time.time()))
+        consumer.consumer.resume(*consumer.consumer.assignment())
+        first = end = 0.0
+        events = 0
+        drained = False
+        while not stop.is_set():
+            got = consumer.poll_once(timeout_ms=50)
+            if got:
+                first = first or time.time() - consumer.last_batch_seconds
+                events += got
+                drained = False
+            elif first and _caught_up(consumer):
+                consumer.commit_sync()
+                end = time.time()
+                report.put(("done", name, [events, first, end], end))
+                first, events = 0.0, 0  # report again only if more records come (rebalance)
+            elif not drained and not first and consumer.pending() == 0 and consumer.assigned():
+                drained = True  # the idle flush closed every open impression
+                report.put(("drained", name, [], time.time()))
+    finally:
+        consumer.close()
+
+
+def scale_out(settings: StreamSettings, processes: int, total: int) -> dict[str, Any]:
+    """Run ``processes`` workers of one new group over the events topic of ``settings``."""
+    ctx = mp.get_context("spawn")
+    report, go, stop = ctx.Queue(), ctx.Event(), ctx.Event()
+    names = [f"scale-{i}" for i in range(processes)]
+    procs = [ctx.Process(target=_worker, args=(settings.model_dump_json(), n, report, go, stop))
+             for n in names]
+    for proc in procs:
+        proc.start()
+    assigned: dict[str, list[int]] = {}
+    done: dict[str, list[float]] = {}
+    changed = time.time()
+    deadline = time.monotonic() + _TIMEOUT_S
+    try:
+        while not go.is_set():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the {processes} workers did not form a group in time")
+            while not report.empty():
+                _, name, parts, at = report.get()
+                assigned[name], changed = parts, at
+            owned = sorted(p for parts in assigned.values() for p in parts)
+            if (len(assigned) == processes and all(assigned.values())
+                    and owned == list(range(settings.kafka.partitions))
+                    and time.time() - changed > _GATE_STABLE_S):
+                go.set()
+            time.sleep(0.05)
+        drained: set[str] = set()
+        while (len(done) < processes or sum(int(d[0]) for d in done.values()) < total
+               or len(drained) < processes):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the workers did not consume the topic in time")
+            kind, name, payload, _ = report.get(timeout=_TIMEOUT_S)
+            if kind == "done":
+                prev = done.get(name)
+                done[name] = payload if prev is None else [prev[0] + payload[0], prev[1],
+                                                           payload[2]]
+                drained.discard(name)
+            elif kind == "drained":
+                drained.add(name)
+            else:
+                assigned[name] = payload
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(timeout=60)
+    first = min(d[1] for d in done.values())
+    end = max(d[2] for d in done.values())
+    return {"processes": processes, "pipeline_eps": round(total / (end - first), 1),
+            "events_by_process": {n: int(d[0]) for n, d in done.items()},
+            "assignment": assigned}
