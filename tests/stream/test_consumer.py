@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
+import pytest
+
+from stream import consumer as consumer_module
 from stream.consumer import StreamConsumer
 from stream.producer import events_from_frame, produce
 from stream.recompute import read_topic
@@ -101,3 +105,17 @@ def test_sample_history_never_holds_its_own_or_a_later_event(settings: StreamSet
             # Some click of that item by that user came earlier in the partition.
             assert any(p == s["source_partition"] and o < s["source_offset"]
                        for p, o in clicks[(s["user_id"], item)])
+
+
+def test_the_startup_heap_is_frozen_once_and_without_garbage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dead cycles are collected before the freeze (a frozen one would live forever), and a
+    second consumer in the process does not freeze again."""
+    monkeypatch.setattr(consumer_module, "_frozen", False)
+    calls: list[str] = []
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append("collect") or 0)
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    consumer_module._freeze_startup_heap()
+    consumer_module._freeze_startup_heap()
+    assert calls == ["collect", "freeze"]
