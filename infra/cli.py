@@ -46,7 +46,7 @@ def _produce(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from infra.train import load_frame
-    from stream.producer import events_from_frame, produce
+    from stream.producer import ProduceError, events_from_frame, produce
     from stream.settings import stream_settings
 
     s = stream_settings()
@@ -56,8 +56,12 @@ def _produce(args: argparse.Namespace) -> int:
     events = events_from_frame(frame, live=args.live, id_prefix=args.id_prefix)
     with Progress(console=console) as progress:
         task = progress.add_task("producing", total=None)
-        n = produce(events, s.kafka, rate=args.rate,
-                    on_sent=lambda k: progress.update(task, completed=k))
+        try:
+            n = produce(events, s.kafka, rate=args.rate,
+                        on_sent=lambda k: progress.update(task, completed=k))
+        except ProduceError as exc:
+            console.print(f"[red]produce: {exc}[/red]")
+            return 1
     console.print(f"sent {n} events to {s.kafka.topics.events} at {s.kafka.bootstrap_servers}")
     return 0
 

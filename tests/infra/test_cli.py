@@ -65,3 +65,16 @@ def test_unknown_subcommand_exits_with_usage() -> None:
     with pytest.raises(SystemExit) as info:
         main(["nope"])
     assert info.value.code == 2
+
+
+def test_produce_reports_unacknowledged_events_and_exits_1(
+    cli_env: KafkaConfig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import stream.producer
+
+    def fails(*args: object, **kw: object) -> int:
+        raise stream.producer.ProduceError("3 of 10 events were not acknowledged by the broker")
+
+    monkeypatch.setattr(stream.producer, "produce", fails)
+    assert main(["produce", "--source", "synthetic", "--events", "10"]) == 1
+    assert "3 of 10 events were not acknowledged" in capsys.readouterr().out
