@@ -18,6 +18,10 @@ already dead-lettered. A restore scans the DLQ from ``dlq_pos`` for this group's
 ``p`` past ``upto`` (sent by a run that crashed before its changelog record) so that they are
 not sent again.
 
+The first assignment of ``p`` ever (no record yet) writes a first record holding the
+current ends of the samples and DLQ partitions as ``emit_pos`` / ``dlq_pos``: what those
+topics held before is never read by a restore, nor taken for this pipeline's output.
+
 Per batch: dead letters and samples are flushed, then the changelog record, then Feast, then
 the commit.
 A restore reads the last changelog record of ``p`` and the records from its
@@ -137,15 +141,7 @@ class SampleLog:
         parts = self._send_parts(live)
         sent: dict[int, Any] = {}
         for p, join in live.items():
-            logged = [e.log_offset for e in join.pending.values() if e.log_offset is not None]
-            record = {
-                "p": p, "upto": join.upto, "wm": join.watermark_ms, "emit_pos": join.emit_pos,
-                "dlq_pos": join.dlq_pos, "dead_ahead": sorted(join.dead_ahead),
-                "restore_from": min(logged) if logged else None, "ahead": sorted(join.ahead),
-                "parts": parts.get(p, []), "add": [join.pending[o].to_json() for o in join.added],
-                "done": join.done,
-            }
-            sent[p] = self._send_state(p, record)
+            sent[p] = self._send_state(p, self._state_record(p, join, parts.get(p, [])))
         if sent:
             self.producer.flush()
             failpoint("after_changelog")
@@ -156,6 +152,29 @@ class SampleLog:
                 join.pending[o].log_offset = offset
             join.added, join.done = [], []
             metrics.PENDING.labels(str(p)).set(len(join.pending))
+
+    @staticmethod
+    def _state_record(p: int, join: JoinState, parts: list[int]) -> dict[str, Any]:
+        """The changelog record of ``p`` for the state of ``join`` (see module docstring)."""
+        logged = [e.log_offset for e in join.pending.values() if e.log_offset is not None]
+        return {
+            "p": p, "upto": join.upto, "wm": join.watermark_ms, "emit_pos": join.emit_pos,
+            "dlq_pos": join.dlq_pos, "dead_ahead": sorted(join.dead_ahead),
+            "restore_from": min(logged) if logged else None, "ahead": sorted(join.ahead),
+            "parts": parts, "add": [join.pending[o].to_json() for o in join.added],
+            "done": join.done,
+        }
+
+    def _birth(self, p: int, join: JoinState) -> None:
+        """First assignment of ``p`` ever: record the current ends of its samples and DLQ
+        partitions, so that restores look for a crashed run's output only after them (and
+        never read, or count as ours, what the topics held before this pipeline began)."""
+        join.emit_pos = self._end(TopicPartition(self.samples_topic, p % self.n_samples))
+        join.dlq_pos = self._end(TopicPartition(self.dlq_topic, p % self.n_dlq))
+        fut = self._send_state(p, self._state_record(p, join, []))
+        self.producer.flush()
+        fut.get()
+        log.info("partition %d: first assignment, changelog started", p)
 
     def _send_state(self, p: int, record: dict[str, Any]) -> Any:
         return self.producer.send(self.state_topic, key=str(p).encode(),
@@ -256,6 +275,8 @@ class SampleLog:
             join.emit_pos, join.ahead = head["emit_pos"], set(head["ahead"])
             join.dlq_pos = head.get("dlq_pos", 0)
             join.dead_ahead = {o for o in head.get("dead_ahead", []) if o > join.upto}
+        else:
+            self._birth(p, join)
         self._restore_dead(p, join)
         stp = TopicPartition(self.samples_topic, p % self.n_samples)
         emitted = [s["sample_id"] for r in self._read(stp, join.emit_pos)

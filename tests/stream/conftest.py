@@ -74,6 +74,15 @@ def abandon(consumer: StreamConsumer) -> None:
     consumer.samples.reader.close()
 
 
+def run_to_end(s: StreamSettings, client_id: str) -> None:
+    """A new consumer of the group processes everything there is, then closes."""
+    consumer = StreamConsumer(s, client_id=client_id)
+    try:
+        drain([consumer], s)
+    finally:
+        consumer.close()
+
+
 def drain(consumers: list[StreamConsumer], s: StreamSettings, timeout_s: float = 60) -> None:
     """Poll until everything is committed and the idle flush closed every open impression."""
     deadline = time.monotonic() + timeout_s

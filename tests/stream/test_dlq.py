@@ -22,6 +22,7 @@ from tests.stream.conftest import (
     drain,
     failed_send,
     read_dlq,
+    run_to_end,
     verify,
 )
 
@@ -91,11 +92,7 @@ def test_bad_messages_go_to_the_dlq_with_reason_and_origin(settings: StreamSetti
 
 def assert_each_dead_lettered_once_after_a_takeover(settings: StreamSettings) -> None:
     """A new consumer finishes the replay: each BAD message is in the DLQ exactly once."""
-    successor = StreamConsumer(settings, client_id="successor")
-    try:
-        drain([successor], settings)
-    finally:
-        successor.close()
+    run_to_end(settings, "successor")
     offsets = [d.source_offset for d in read_dlq(settings.kafka)]
     assert offsets == [2 * n for n in range(len(BAD))]
     assert_exact(verify(settings))
@@ -163,11 +160,7 @@ def test_foreign_records_on_the_dlq_neither_stop_nor_silence_the_consumer(
         producer.send(cfg.topics.dlq, value=b"not a letter", partition=0)
     producer.flush()
     producer.close()
-    consumer = StreamConsumer(settings, client_id="shares-the-dlq")
-    try:
-        drain([consumer], settings)
-    finally:
-        consumer.close()
+    run_to_end(settings, "shares-the-dlq")
     ours = [d.source_offset for d in read_dlq(cfg, skip_foreign=True)
             if d.source_group == settings.group_id]
     assert ours == [2 * n for n in range(len(BAD))]

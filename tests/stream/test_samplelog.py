@@ -15,6 +15,8 @@ from stream import failpoints, samplelog
 from stream.consumer import StreamConsumer
 from stream.kafka import make_producer
 from stream.producer import events_from_frame, produce
+from stream.recompute import compare_samples, read_topic, recompute
+from stream.samples import Sample, decode_batch, encode_batch
 from stream.settings import StreamSettings
 from stream.synthetic import SyntheticConfig, generate
 from tests.stream.conftest import (
@@ -23,6 +25,7 @@ from tests.stream.conftest import (
     committed_all,
     drain,
     read_dlq,
+    run_to_end,
     verify,
 )
 
@@ -67,3 +70,30 @@ def test_crashes_at_every_point_with_split_records(
     assert_exact(verify(settings))
     letters = [(d.source_partition, d.source_offset) for d in read_dlq(settings.kafka)]
     assert len(letters) == len(set(letters)) == BAD_MESSAGES  # each dead-lettered once
+
+
+def test_a_new_pipeline_ignores_what_the_samples_topic_held_before(
+    settings: StreamSettings,
+) -> None:
+    """Samples with this pipeline's ids written before its first assignment (an earlier
+    deployment, a test run) are neither taken for its own output nor suppress it."""
+    world = SyntheticConfig(n_users=20, seconds_between_events=0.2)
+    produce(events_from_frame(generate(200, world), id_prefix="n"), settings.kafka)
+    expected = recompute(read_topic(settings.kafka, settings.kafka.topics.events),
+                         settings.max_history, settings.attribution_window_s,
+                         settings.max_future_skew_s)
+    stale = [Sample(sid, 1, 1, 1, 0, 0, [], [], [], int(sid.split("-")[0]),
+                    int(sid.split("-")[1])) for sid in expected.samples]
+    producer = make_producer(settings.kafka)
+    n = len(producer.partitions_for(settings.kafka.topics.samples))
+    sent = [producer.send(settings.kafka.topics.samples, key=str(p).encode(),
+                          value=encode_batch(p, [s for s in stale if s.source_partition == p]),
+                          partition=p % n) for p in range(settings.kafka.partitions)]
+    producer.flush()
+    old = {(m.partition, m.offset) for m in (f.get() for f in sent)}
+    producer.close()
+    run_to_end(settings, "new-pipeline")
+    fresh = [x for sp, recs in read_topic(settings.kafka, settings.kafka.topics.samples).items()
+             for offset, _, v in recs if (sp, offset) not in old
+             for x in decode_batch(v or b"{}")]
+    assert compare_samples(expected.samples, fresh) == (0, 0, 0)
