@@ -14,6 +14,7 @@ single-process run.
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue
 import time
 from typing import Any
 
@@ -65,20 +66,42 @@ def _worker(settings_json: str, name: str, report: Any, go: Any, stop: Any) -> N
                 first = first or time.time() - consumer.last_batch_seconds
                 events += got
                 drained = False
-            elif first and _caught_up(consumer):
+            if first and _caught_up(consumer):  # timed to the last commit, no idle poll
                 consumer.commit_sync()
                 end = time.time()
                 report.put(("done", name, [events, first, end], end))
                 first, events = 0.0, 0  # report again only if more records come (rebalance)
-            elif not drained and not first and consumer.pending() == 0 and consumer.assigned():
+            elif not got and not drained and not first and consumer.pending() == 0 \
+                    and consumer.assigned():
                 drained = True  # the idle flush closed every open impression
                 report.put(("drained", name, [], time.time()))
     finally:
         consumer.close()
 
 
+def _next_report(report: Any, procs: list[Any], deadline: float,
+                 wait_s: float = float("inf")) -> Any:
+    """The next worker report, or None after ``wait_s``; TimeoutError past ``deadline``,
+    RuntimeError when a worker died."""
+    give_up = time.monotonic() + wait_s
+    while time.monotonic() < give_up:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the scale-out workers did not finish in time")
+        dead = [p.exitcode for p in procs if not p.is_alive()]
+        if dead:
+            raise RuntimeError(f"a scale-out worker exited (exit codes {dead})")
+        try:
+            return report.get(timeout=min(0.2, wait_s))
+        except queue.Empty:
+            continue
+    return None
+
+
 def scale_out(settings: StreamSettings, processes: int, total: int) -> dict[str, Any]:
     """Run ``processes`` workers of one new group over the events topic of ``settings``."""
+    if not 1 <= processes <= settings.kafka.partitions:
+        raise ValueError(f"--processes must be 1..{settings.kafka.partitions} (the partitions "
+                         f"of the events topic), got {processes}")
     ctx = mp.get_context("spawn")
     report, go, stop = ctx.Queue(), ctx.Event(), ctx.Event()
     names = [f"scale-{i}" for i in range(processes)]
@@ -92,23 +115,19 @@ def scale_out(settings: StreamSettings, processes: int, total: int) -> dict[str,
     deadline = time.monotonic() + _TIMEOUT_S
     try:
         while not go.is_set():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the {processes} workers did not form a group in time")
-            while not report.empty():
-                _, name, parts, at = report.get()
-                assigned[name], changed = parts, at
+            got = _next_report(report, procs, deadline, wait_s=0.1)
+            if got is not None:
+                _, name, parts, changed = got
+                assigned[name] = parts
             owned = sorted(p for parts in assigned.values() for p in parts)
             if (len(assigned) == processes and all(assigned.values())
                     and owned == list(range(settings.kafka.partitions))
                     and time.time() - changed > _GATE_STABLE_S):
                 go.set()
-            time.sleep(0.05)
         drained: set[str] = set()
         while (len(done) < processes or sum(int(d[0]) for d in done.values()) < total
                or len(drained) < processes):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the workers did not consume the topic in time")
-            kind, name, payload, _ = report.get(timeout=_TIMEOUT_S)
+            kind, name, payload, _ = _next_report(report, procs, deadline)
             if kind == "done":
                 prev = done.get(name)
                 done[name] = payload if prev is None else [prev[0] + payload[0], prev[1],
@@ -122,6 +141,9 @@ def scale_out(settings: StreamSettings, processes: int, total: int) -> dict[str,
         stop.set()
         for proc in procs:
             proc.join(timeout=60)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=10)
     first = min(d[1] for d in done.values())
     end = max(d[2] for d in done.values())
     return {"processes": processes, "pipeline_eps": round(total / (end - first), 1),

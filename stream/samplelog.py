@@ -60,18 +60,17 @@ def state_topic(settings: StreamSettings) -> str:
 
 
 def ensure_state_topic(settings: StreamSettings) -> None:
-    """Create the changelog topic (as many partitions as the events topic, no time-based
-    deletion), if missing."""
+    """Create the changelog topic (as many partitions as the events topic, retention
+    ``changelog_retention_days``), if missing."""
     cfg = settings.kafka
     admin = KafkaAdminClient(client_id="recstream-joinstate", **cfg.common())
     try:
         if state_topic(settings) not in set(admin.list_topics()):
             with contextlib.suppress(TopicAlreadyExistsError):
-                # Kept forever (tiny: one record per batch and partition): a restore needs the
-                # last record of a partition however long the partition has been idle.
-                admin.create_topics([NewTopic(state_topic(settings), cfg.partitions,
-                                              cfg.replication_factor,
-                                              topic_configs={"retention.ms": "-1"})])
+                retention_ms = int(settings.changelog_retention_days * 86_400_000)
+                admin.create_topics([NewTopic(
+                    state_topic(settings), cfg.partitions, cfg.replication_factor,
+                    topic_configs={"retention.ms": str(retention_ms)})])
     finally:
         admin.close()
 

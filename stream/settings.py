@@ -30,6 +30,10 @@ class StreamSettings(BaseSettings):
     # Events stamped further in the future than this are rejected to the DLQ.
     max_future_skew_s: float = Field(default=300.0, ge=0)
     metrics_port: int = 9101
+    # Retention of the join-state changelog topic, set when the service creates it. A
+    # partition idle for longer loses its last record and starts afresh (no open impression
+    # survives that long); the topic grows at about the samples topic's rate meanwhile.
+    changelog_retention_days: float = Field(default=30.0, gt=0)
 
 
 @lru_cache(maxsize=1)
