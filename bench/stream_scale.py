@@ -18,8 +18,6 @@ import queue
 import time
 from typing import Any
 
-from kafka import TopicPartition
-
 from stream.consumer import StreamConsumer
 from stream.settings import StreamSettings
 
@@ -38,12 +36,8 @@ def _gate_poll(consumer: StreamConsumer) -> None:
 
 
 def _caught_up(consumer: StreamConsumer) -> bool:
-    kc = consumer.consumer
-    topic = consumer.topic
     parts = consumer.assigned()
-    return bool(parts) and all(
-        kc.highwater(TopicPartition(topic, p)) == kc.position(TopicPartition(topic, p))
-        for p in parts)
+    return bool(parts) and all(consumer.lag(p) == 0 for p in parts)
 
 
 def _worker(settings_json: str, name: str, report: Any, go: Any, stop: Any) -> None:

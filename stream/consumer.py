@@ -165,7 +165,7 @@ class StreamConsumer:
         join = self._parts[partition].join
         # A letter found by the restore stays the verdict even if the message would pass now
         # (a future timestamp that is no longer in the future).
-        if join is not None and join.dead_ahead and join.dead_ahead_hit(rec.offset):
+        if join is not None and join.dead_ahead_hit(rec.offset):
             return self._replayed_dead(partition, batch)
         try:
             return validate(rec.key, rec.value, self.settings.max_future_skew_s)
@@ -285,26 +285,31 @@ class StreamConsumer:
         """Close the windows of caught-up partitions idle for a whole window of wall time."""
         window = self.settings.attribution_window_s
         samples: list[Sample] = []
-        touched: set[int] = set()
+        touched: dict[int, JoinState] = {}
         now = time.monotonic()
         for partition, part in self._parts.items():
             join = part.join
             if join is None or not join.pending or now - part.last_event_wall < window:
                 continue
-            tp = TopicPartition(self.topic, partition)
-            if self.consumer.highwater(tp) != self.consumer.position(tp):
+            if self.lag(partition) != 0:
                 continue
             samples.extend(join.flush(partition, int(time.time() * 1000)))
-            touched.add(partition)
+            touched[partition] = join
         if touched:
-            self.samples.emit(samples, {p: self._parts[p].join for p in touched})
+            self.samples.emit(samples, touched)
 
     def _update_lag(self) -> None:
         for partition in list(self._parts):
-            tp = TopicPartition(self.topic, partition)
-            high = self.consumer.highwater(tp)
-            if high is not None:
-                metrics.LAG.labels(str(partition)).set(max(0, high - self.consumer.position(tp)))
+            lag = self.lag(partition)
+            if lag is not None:
+                metrics.LAG.labels(str(partition)).set(lag)
+
+    def lag(self, partition: int) -> int | None:
+        """Records between this consumer's position and the end of ``partition`` (None until
+        a fetch has told the end)."""
+        tp = TopicPartition(self.topic, partition)
+        high = self.consumer.highwater(tp)
+        return None if high is None else max(0, high - self.consumer.position(tp))
 
     def assigned(self) -> list[int]:
         """Partitions this consumer owns now."""

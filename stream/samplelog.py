@@ -59,6 +59,11 @@ def state_topic(settings: StreamSettings) -> str:
     return f"{settings.kafka.topics.samples}.joinstate"
 
 
+def _confirmed(futures: list[Any]) -> Any:
+    """Wait for every send (``get`` raises on a failed one); the last one's metadata."""
+    return [f.get() for f in futures][-1]
+
+
 def ensure_state_topic(settings: StreamSettings) -> None:
     """Create the changelog topic (as many partitions as the events topic, retention
     ``changelog_retention_days``), if missing."""
@@ -112,11 +117,11 @@ class SampleLog:
         then each source partition's ``dlq_pos`` moves past its last letter."""
         self.producer.flush()
         for p, futures in sent.items():
-            last = [f.get() for f in futures][-1]
+            last = _confirmed(futures)
             if p in joins:
                 joins[p].dlq_pos = last.offset + 1
 
-    def emit(self, samples: list[Sample], joins: Mapping[int, JoinState | None]) -> None:
+    def emit(self, samples: list[Sample], joins: Mapping[int, JoinState]) -> None:
         """Send ``samples``, then the changelog of each partition of ``joins``; flush both."""
         by_part: dict[int, list[Sample]] = {}
         for s in samples:
@@ -131,25 +136,24 @@ class SampleLog:
             self.producer.flush()
             # every send confirmed (get raises on a failed one): no sample is recorded as
             # emitted by the changelog unless the broker has it
-            last = {p: [f.get() for f in sent][-1] for p, sent in futures.items()}
+            last = {p: _confirmed(sent) for p, sent in futures.items()}
             for group in by_part.values():
                 positives = sum(s.label for s in group)
                 metrics.SAMPLES.labels("1").inc(positives)
                 metrics.SAMPLES.labels("0").inc(len(group) - positives)
             failpoint("after_samples")
-        live = {p: j for p, j in joins.items() if j is not None}
-        for p, join in live.items():
+        for p, join in joins.items():
             if p in futures:
                 join.emit_pos = last[p].offset + 1
-        parts = self._send_parts(live)
+        parts = self._send_parts(joins)
         sent: dict[int, Any] = {}
-        for p, join in live.items():
+        for p, join in joins.items():
             sent[p] = self._send_state(p, self._state_record(p, join, parts.get(p, [])))
         if sent:
             self.producer.flush()
             failpoint("after_changelog")
         for p, fut in sent.items():
-            join = live[p]
+            join = joins[p]
             offset = fut.get().offset
             for o in join.added:
                 join.pending[o].log_offset = offset
@@ -184,7 +188,7 @@ class SampleLog:
                                   partition=p % self.n_state,
                                   value=pack(record))
 
-    def _send_parts(self, joins: dict[int, JoinState]) -> dict[int, list[int]]:
+    def _send_parts(self, joins: Mapping[int, JoinState]) -> dict[int, list[int]]:
         """Send the opened entries beyond the last CHUNK as part records (keeps records small).
 
         A part only counts once the final record of its batch lists it, so the parts of a
