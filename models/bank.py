@@ -34,6 +34,12 @@ OOV_ROW = 1
 ITEM = "item"
 CAT = "cat"
 DENSE_LOOKUP_MAX = 1 << 21  # ids below this map through a dense table (int32, <= 8 MiB)
+# Tables start near zero, as DeepCTR's (1e-4): a row seen a few times in training then stays
+# close to "no information" instead of carrying a random vector into attention and pooling.
+# On ml-100k (docs/models.md) 1e-3 instead of 0.05 raised DIN's AUC by ~0.005 on a validation
+# split (last 12.5% of the training period, 2 seeds) and on the test split (3 seeds); Base and
+# DIEN moved within their seed spread.
+INIT_STD = 1e-3
 
 
 class _Gather(torch.autograd.Function):
@@ -77,7 +83,7 @@ class EmbeddingBank(nn.Module):
     """
 
     def __init__(self, vocabs: Mapping[str, np.ndarray | torch.Tensor | list[int]],
-                 dim: int = 16, init_std: float = 0.05) -> None:
+                 dim: int = 16, init_std: float = INIT_STD) -> None:
         super().__init__()
         if ITEM not in vocabs or CAT not in vocabs:
             raise ValueError("an EmbeddingBank needs at least the 'item' and 'cat' tables")
