@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.bank import INIT_STD
 from models.data.movielens import load_movielens
 from models.data.samples import SampleSet, build_samples, time_split
 from models.inference import score_candidates
@@ -180,7 +181,7 @@ def run_arch(arch: str, frame: Any, train: SampleSet, test: SampleSet, seeds: li
     latency: dict[str, float] = {}
     for seed in seeds:
         torch.manual_seed(seed)
-        model = build_model(arch, frame, dim=args.dim)
+        model = build_model(arch, frame, dim=args.dim, init_std=args.init_std)
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           device=args.device, seed=seed)
         stats = fit(model, train, cfg)
@@ -212,6 +213,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--dim", type=int, default=16)
+    p.add_argument("--init-std", type=float, default=INIT_STD,
+                   help="initial std of our embedding tables (the peer keeps its own 1e-4)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -250,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": {"data": Path(args.data).name, "events": len(frame), "train": len(train),
                      "test": len(test), "label": "rating >= 4", "max_len": args.max_len,
                      "split": "first 80% of events by time train", "epochs": args.epochs,
-                     "dim": args.dim, "batch_size": args.batch_size, "optimizer": "Adam",
+                     "dim": args.dim, "init_std": args.init_std,
+                     "batch_size": args.batch_size, "optimizer": "Adam",
                      "lr": args.lr, "seeds": seeds, "peer": PEER if peer else None,
                      "aggregate": "metrics: mean over the seeds (*_std: standard deviation); "
                                   "speeds and seconds: median over the seeds (*_runs: "

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models.bank import CAT, ITEM, EmbeddingBank
+from models.bank import CAT, INIT_STD, ITEM, EmbeddingBank
 from models.base import BaseConfig, BaseModel
 from models.data.samples import SampleSet, make_batch
 from models.dien import DIEN, DIENConfig
@@ -54,21 +54,21 @@ def vocab_from_frame(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def build_model(arch: str, frame_or_vocab: pd.DataFrame | dict[str, Any] | EmbeddingBank,
-                dim: int = 16, **overrides: Any) -> Ranker:
+                dim: int = 16, init_std: float = INIT_STD, **overrides: Any) -> Ranker:
     """A fresh ``base`` / ``din`` / ``dien`` model with a bank over the ids of a frame.
 
     ``frame_or_vocab``: an events frame, a dict of vocabularies (``item``, ``cat``, ...) or an
-    existing EmbeddingBank (to train a new top net against it). ``overrides`` set config
-    fields (e.g. ``gru_type="AGRU"``).
+    existing EmbeddingBank (to train a new top net against it). ``init_std``: the initial std of
+    a new bank's tables. ``overrides`` set config fields (e.g. ``gru_type="AGRU"``).
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; one of {sorted(ARCHS)}")
     if isinstance(frame_or_vocab, EmbeddingBank):
         bank = frame_or_vocab
     elif isinstance(frame_or_vocab, pd.DataFrame):
-        bank = EmbeddingBank(vocab_from_frame(frame_or_vocab), dim=dim)
+        bank = EmbeddingBank(vocab_from_frame(frame_or_vocab), dim=dim, init_std=init_std)
     else:
-        bank = EmbeddingBank(frame_or_vocab, dim=dim)
+        bank = EmbeddingBank(frame_or_vocab, dim=dim, init_std=init_std)
     cfg_cls, model_cls = ARCHS[arch]
     return model_cls(cfg_cls(dim=bank.dim, **overrides), bank)
 

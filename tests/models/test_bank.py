@@ -121,3 +121,15 @@ def test_load_state_dict_with_large_ids_drops_the_dense_index() -> None:
     assert getattr(small, "dense_item", None) is None
     ids = torch.tensor([3, DENSE_LOOKUP_MAX + 5, 1])
     assert small.rows("item", ids).tolist() == [2, 3, OOV_ROW]
+
+
+@pytest.mark.parametrize("std", [1e-3, 0.05])
+def test_build_model_sets_the_initial_std_of_the_tables(std: float) -> None:
+    from models.train import build_model
+
+    torch.manual_seed(0)
+    model = build_model("din", {"item": np.arange(1, 2001), "cat": np.arange(1, 21)}, dim=8,
+                        init_std=std)
+    weight = model.bank.tables["item"].weight.detach()
+    assert torch.equal(weight[PAD_ROW], torch.zeros(8))
+    assert abs(float(weight[1:].std()) / std - 1) < 0.05  # 16k draws: within 5% of std
