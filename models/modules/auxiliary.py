@@ -41,11 +41,14 @@ def auxiliary_loss(net: AuxiliaryNet, states: torch.Tensor, pos: torch.Tensor,
     states (N, H), pos / neg (N, E): packed rows (``models.modules.packing``). Returns a
     scalar, zero when no row has two real steps.
     """
-    h_idx, next_idx = steps.successors()
+    h_idx, _ = steps.successors()
     if len(h_idx) == 0:
         return states.new_zeros(())
     h = states.index_select(0, h_idx)  # (M, H)
-    pos_logit = net(h, pos.index_select(0, next_idx))  # (M,)
-    neg_logit = net(h, neg.index_select(0, next_idx))  # (M,)
+    # The successors are every packed element after step 0, in packed order (tested): slices
+    # instead of gathers (whose backward would be a scatter each).
+    n0 = steps.counts[0]
+    pos_logit = net(h, pos[n0:])  # (M,)
+    neg_logit = net(h, neg[n0:])  # (M,)
     return (F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
             + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit)))

@@ -37,3 +37,14 @@ def test_successors_pair_each_step_with_the_next_real_one(rows: list[list[bool]]
         want |= {(b, real[k], real[k + 1]) for k in range(len(real) - 1)}
     assert got == want
     assert (steps.rows[h_idx] == steps.rows[nxt]).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(masks)
+def test_successors_are_every_element_after_step_zero_in_order(rows: list[list[bool]]) -> None:
+    """The auxiliary loss relies on this layout (slices, not gathers): the next elements are
+    the packed rows counts[0]..N-1, in packed order."""
+    steps = Steps.of(torch.tensor(rows))
+    _, nxt = steps.successors()
+    n0 = steps.counts[0] if steps.counts else 0
+    assert nxt.tolist() == list(range(n0, sum(steps.counts)))
