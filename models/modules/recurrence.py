@@ -3,17 +3,18 @@
 One autograd node for the whole sequence instead of ~10 per step. ``kind``: ``GRU`` (plain
 update gate; AIGRU scales its input outside), ``AUGRU`` (``u' = a * u``) or ``AGRU``
 (``u' = a``). Per step of the forward loop only the recurrent chain runs: one addmm (the
-input terms and both biases are added before the loop), a sigmoid, an addcmul + tanh, a
-lerp for ``h = h_prev + u' * (c - h_prev)`` (and the attention product for AUGRU), each
-written in place into preallocated buffers whose per-step views are cut once before the
-loop (CPU time at these sizes is per op, not per element). The backward uses that every
-gradient of a step is the incoming state gradient ``g_t`` times coefficients known after the
-forward: those coefficients are computed for all steps at
-once, so the reverse loop holds only ``d_gh_t = g_t * K_t`` and
-``g_{t-1} += g_t * (1 - u'_t) + d_gh_t @ W_hh`` (three in-place ops on preallocated
-views); the weight and input gradients are single matmuls over all steps at the end.
-Gradients are checked against autograd on the paper's equations in
-tests/models/modules/test_gru.py.
+reset/update gates' input terms and both biases are added before the loop), a sigmoid, an
+addcmul (with the candidate's input term) + tanh, a lerp for
+``h = h_prev + u' * (c - h_prev)`` (and the attention product for AUGRU), each written in
+place into preallocated buffers whose per-step views are cut once before the loop (CPU time
+at these sizes is per op, not per element). The backward uses that every gradient of a step
+is the incoming state gradient ``g_t`` times coefficients known after the forward: those
+coefficients are computed for all steps at once, so the reverse loop holds only
+``d_gh_t = g_t * K_t`` and ``g_{t-1} += g_t * (1 - u'_t) + d_gh_t @ W_hh`` (three in-place
+ops on preallocated views); the weight and input gradients are single matmuls over all
+steps at the end. Gradients are checked against autograd on the paper's equations and by
+``gradcheck`` on every state in tests/models/modules/test_gru.py. The backward is not
+differentiable again (``once_differentiable``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 
 def _prev_index(counts: list[int], device: torch.device) -> torch.Tensor:
@@ -41,10 +43,10 @@ class FusedGRU(torch.autograd.Function):
         h2 = 2 * hdim
         # Per step, one addmm gives the reset/update pre-activations (input part, both biases
         # and the recurrent part, columns :2H) and the recurrent candidate part with its bias
-        # (columns 2H:, kept for the backward): the input terms are added once, up front.
-        keep_gx = torch.ones(3 * hdim, dtype=gx.dtype, device=gx.device)
-        keep_gx[h2:] = 0
-        pre = torch.addcmul(b_hh, gx, keep_gx)  # (N, 3H) [gx_ru + b_hh_ru, b_hh_c]
+        # (columns 2H:, kept for the backward): the r/u input terms are added once, up front;
+        # the candidate's input term joins in the step's addcmul.
+        pre = b_hh.repeat(n_all, 1)  # (N, 3H) -> [gx_ru + b_hh_ru, b_hh_c]
+        pre[:, :h2].add_(gx[:, :h2])
         states = gx.new_empty(n_all, hdim)
         ru_all = gx.new_empty(n_all, h2)  # reset and update gates (before attention)
         c_all = gx.new_empty(n_all, hdim)  # candidate state
@@ -76,6 +78,7 @@ class FusedGRU(torch.autograd.Function):
         return states
 
     @staticmethod
+    @once_differentiable  # the backward writes into preallocated buffers (out=)
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:
         att, w_hh, states, ru, c, gh = ctx.saved_tensors
         counts, kind = ctx.counts, ctx.kind

@@ -119,3 +119,20 @@ def test_fused_extractor_backward_matches_torch_gru() -> None:
     assert torch.autograd.gradcheck(
         lambda inp, w: GRU.run(ours, steps.pack(inp) @ w, steps), (x, torch.eye(
             3, dtype=torch.float64, requires_grad=True)))
+
+
+@pytest.mark.parametrize("kind", ["GRU", "AUGRU", "AGRU"])
+@pytest.mark.parametrize("counts", [[3, 2, 2, 1], [2], [1, 1], [4, 4, 1]])
+def test_fused_recurrence_gradcheck_on_every_state(kind: str, counts: list[int]) -> None:
+    """All inputs (gates, attention, recurrent weights and bias), with gradient arriving at
+    every packed state, not only the final ones."""
+    from models.modules.recurrence import FusedGRU
+
+    torch.manual_seed(3)
+    n, h = sum(counts), 2
+    gx = torch.randn(n, 3 * h, dtype=torch.float64, requires_grad=True)
+    att = torch.rand(n, 1, dtype=torch.float64, requires_grad=kind != "GRU")
+    w = torch.randn(3 * h, h, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3 * h, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda gx, att, w, b: FusedGRU.apply(gx, att, w, b, counts, kind), (gx, att, w, b))
