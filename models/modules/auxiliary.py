@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.modules.mlp import MLP
-from models.modules.packing import Steps
+from models.modules.packing import Steps, prev_index
 
 
 class AuxiliaryNet(nn.Module):
@@ -41,13 +41,12 @@ def auxiliary_loss(net: AuxiliaryNet, states: torch.Tensor, pos: torch.Tensor,
     states (N, H), pos / neg (N, E): packed rows (``models.modules.packing``). Returns a
     scalar, zero when no row has two real steps.
     """
-    h_idx, _ = steps.successors()
-    if len(h_idx) == 0:
+    if len(steps.counts) < 2:
         return states.new_zeros(())
-    h = states.index_select(0, h_idx)  # (M, H)
-    # The successors are every packed element after step 0, in packed order (tested): slices
-    # instead of gathers (whose backward would be a scatter each).
+    # Each element after step 0 (packed rows n0..N-1, in order) is the next behaviour of the
+    # element one step earlier in its row: slices, not gathers (a gather's backward scatters).
     n0 = steps.counts[0]
+    h = states.index_select(0, prev_index(steps.counts, states.device))  # (M, H)
     pos_logit = net(h, pos[n0:])  # (M,)
     neg_logit = net(h, neg[n0:])  # (M,)
     return (F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))

@@ -15,6 +15,15 @@ from dataclasses import dataclass
 import torch
 
 
+def prev_index(counts: list[int], device: torch.device) -> torch.Tensor:
+    """Packed index of the element one step earlier in the same row, for every element after
+    step 0 (packed rows counts[0]..N-1, in order; rows keep their rank from step to step)."""
+    c = torch.tensor(counts, device=device)
+    n0, total = counts[0], int(c.sum())
+    shift = torch.repeat_interleave(c[:-1], c[1:])  # (N - n0,) rows of the previous step
+    return torch.arange(n0, total, device=device) - shift
+
+
 @dataclass
 class Steps:
     """Index of the packed layout of one batch."""
@@ -68,7 +77,11 @@ class Steps:
         return full.reshape(-1).index_select(0, self.rows * full.shape[1] + self.steps)
 
     def successors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Packed indices (h_idx, next_idx) of every element whose row has a next step."""
+        """Packed indices (h_idx, next_idx) of every element whose row has a next step.
+
+        Derived from the rows and steps in general; in this layout they equal
+        ``(prev_index(counts), arange(counts[0], N))`` (tested), which the hot paths use.
+        """
         counts = torch.tensor([*self.counts, 0], device=self.rows.device)
         offsets = torch.cumsum(counts, 0) - counts  # (T'+1,)
         rank = torch.arange(len(self.rows), device=self.rows.device) - offsets[self.steps]

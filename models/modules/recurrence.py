@@ -24,13 +24,7 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-
-def _prev_index(counts: list[int], device: torch.device) -> torch.Tensor:
-    """Packed index of h_{t-1} for every element after step 0 (rows keep their rank)."""
-    c = torch.tensor(counts, device=device)
-    n0, total = counts[0], int(c.sum())
-    shift = torch.repeat_interleave(c[:-1], c[1:])  # (N - n0,) rows of the previous step
-    return torch.arange(n0, total, device=device) - shift
+from models.modules.packing import prev_index
 
 
 class FusedGRU(torch.autograd.Function):
@@ -85,7 +79,7 @@ class FusedGRU(torch.autograd.Function):
         n_all, hdim = states.shape
         prev = torch.empty_like(states)  # (N, H) h_{t-1} of every packed element
         prev[:counts[0]].zero_()
-        torch.index_select(states, 0, _prev_index(counts, states.device), out=prev[counts[0]:])
+        torch.index_select(states, 0, prev_index(counts, states.device), out=prev[counts[0]:])
         r, u, gh_c = ru[:, :hdim], ru[:, hdim:], gh[:, 2 * hdim:]
         u_eff = u * att if kind == "AUGRU" else att.expand_as(c) if kind == "AGRU" else u
         diff = c - prev  # dh/du' per unit of g

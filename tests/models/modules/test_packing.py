@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.modules.packing import Steps
+from models.modules.packing import Steps, prev_index
 
 masks = st.lists(st.lists(st.booleans(), min_size=5, max_size=5), min_size=1, max_size=6)
 
@@ -42,9 +42,12 @@ def test_successors_pair_each_step_with_the_next_real_one(rows: list[list[bool]]
 @settings(max_examples=60, deadline=None)
 @given(masks)
 def test_successors_are_every_element_after_step_zero_in_order(rows: list[list[bool]]) -> None:
-    """The auxiliary loss relies on this layout (slices, not gathers): the next elements are
-    the packed rows counts[0]..N-1, in packed order."""
+    """The auxiliary loss and the fused GRU rely on this layout (slices, not gathers): the next
+    elements are the packed rows counts[0]..N-1, in packed order, and ``prev_index`` gives
+    the element before each of them."""
     steps = Steps.of(torch.tensor(rows))
-    _, nxt = steps.successors()
+    h_idx, nxt = steps.successors()
     n0 = steps.counts[0] if steps.counts else 0
     assert nxt.tolist() == list(range(n0, sum(steps.counts)))
+    if steps.counts:
+        assert h_idx.tolist() == prev_index(steps.counts, torch.device("cpu")).tolist()
