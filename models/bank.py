@@ -55,7 +55,9 @@ class _Gather(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (rows,) = ctx.saved_tensors
-        out = grad.new_zeros(ctx.num_rows, grad.shape[1]).index_add_(0, rows, grad)
+        # ``grad`` is usually a column slice of the concatenated [item, category] gradient;
+        # index_add_ from a strided source is ~4x slower than a copy plus a contiguous one.
+        out = grad.new_zeros(ctx.num_rows, grad.shape[1]).index_add_(0, rows, grad.contiguous())
         out[PAD_ROW] = 0.0
         return out, None
 

@@ -24,6 +24,7 @@ from models.data.samples import SampleSet, make_batch
 from models.dien import DIEN, DIENConfig
 from models.din import DIN, DINConfig
 from models.metrics import ranking_metrics
+from models.modules._native import native
 from models.ranker import Ranker
 
 ARCHS: dict[str, tuple[type, Callable[[Any, EmbeddingBank], Ranker]]] = {
@@ -81,6 +82,8 @@ def _train(model: Ranker, samples: SampleSet, cfg: TrainConfig,
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     tensors = samples.tensors()
     negatives = isinstance(model, DIEN)
+    if negatives:
+        native()  # DIEN's C++ recurrence: built (once a machine) or loaded before the clock
     n, seen, total_loss, steps = len(samples), 0, 0.0, 0
     start = time.perf_counter()
     for epoch in range(cfg.epochs):

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models.modules import _native
 from models.modules.gru import GRU, AttentionalGRU
 from models.modules.packing import Steps
+from models.modules.recurrence import FusedGRU
+
+
+@pytest.fixture(autouse=True, params=["cpp", "python"])
+def recurrence_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs on both implementations of the recurrence."""
+    _native.use_native(request.param == "cpp")
+    if request.param == "cpp" and _native.native() is None:
+        pytest.skip("the C++ recurrence is not built here (no compiler); Python path only")
+    yield request.param
+    _native.use_native(True)
 
 
 def reference(cell: AttentionalGRU, x: torch.Tensor, att: torch.Tensor,
@@ -126,8 +141,6 @@ def test_fused_extractor_backward_matches_torch_gru() -> None:
 def test_fused_recurrence_gradcheck_on_every_state(kind: str, counts: list[int]) -> None:
     """All inputs (gates, attention, recurrent weights and bias), with gradient arriving at
     every packed state, not only the final ones."""
-    from models.modules.recurrence import FusedGRU
-
     torch.manual_seed(3)
     n, h = sum(counts), 2
     gx = torch.randn(n, 3 * h, dtype=torch.float64, requires_grad=True)
@@ -136,3 +149,35 @@ def test_fused_recurrence_gradcheck_on_every_state(kind: str, counts: list[int])
     b = torch.randn(3 * h, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
         lambda gx, att, w, b: FusedGRU.apply(gx, att, w, b, counts, kind), (gx, att, w, b))
+
+
+def test_cpp_build_exists_where_a_compiler_does(recurrence_path: str) -> None:
+    """A silent fallback would leave the C++ path untested and training ~1.3x slower."""
+    if recurrence_path == "cpp" or not shutil.which("c++"):
+        pytest.skip("checked once, from the Python-path run")
+    _native.use_native(True)
+    assert _native.native() is not None
+
+
+@pytest.mark.parametrize("kind", ["GRU", "AUGRU", "AGRU"])
+def test_cpp_and_python_paths_agree_in_float32(kind: str, recurrence_path: str) -> None:
+    """Training sizes (B=64, T=20, H=32): states and every gradient to float rounding."""
+    if recurrence_path == "python":
+        pytest.skip("compares the two paths itself")
+    torch.manual_seed(4)
+    lengths = torch.randint(0, 21, (64,))
+    steps = Steps.of(torch.arange(20) < lengths.unsqueeze(1))
+    n, h = sum(steps.counts), 32
+    inputs = [torch.randn(n, 3 * h), torch.rand(n, 1), torch.randn(3 * h, h) * 0.3,
+              torch.randn(3 * h)]
+    weights = torch.randn(n, h)
+    results = []
+    for cpp in (True, False):
+        _native.use_native(cpp)
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        out = FusedGRU.apply(*leaves, steps.counts, kind)
+        (out * weights).sum().backward()
+        grads = [leaf.grad if leaf.grad is not None else torch.zeros(()) for leaf in leaves]
+        results.append([out.detach(), *grads])
+    for got, want in zip(*results, strict=True):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
