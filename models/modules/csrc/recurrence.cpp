@@ -82,11 +82,13 @@ void forward_loop(at::Tensor& gh_all, const at::Tensor& gx, const at::Tensor& at
 // d_gx (N, 3H), d_att (N, 1), d_w_hh (3H, H), d_b_hh (3H). One reverse pass over the steps:
 // when step t is reached, the state gradient g of its elements is complete (their only later
 // use is step t + 1), so every coefficient is computed there, from the saved forward values,
-// and written straight into the outputs. Element e of step t > 0 has its previous state at
-// e - counts[t - 1] (rows keep their rank from step to step).
+// and written straight into the outputs (and h_{t-1} into prev, for d_w_hh). Element e of
+// step t > 0 has its previous state at e - counts[t - 1] (rows keep their rank from step
+// to step).
 template <typename T>
 void backward_impl(const T* att, const T* states, const T* ru, const T* c, const T* gh,
-                   T* g_all, T* d_gh, T* d_gx, T* d_att, const std::vector<int64_t>& counts,
+                   T* g_all, T* d_gh, T* d_gx, T* d_att, T* prev,
+                   const std::vector<int64_t>& counts,
                    const std::vector<int64_t>& offs, int64_t hd, int64_t kind,
                    const at::Tensor& d_gh_all, const at::Tensor& g_tensor,
                    const at::Tensor& w_hh) {
@@ -103,11 +105,13 @@ void backward_impl(const T* att, const T* states, const T* ru, const T* c, const
       const T* ghc = gh + e * h3 + 2 * hd;
       T* dgh = d_gh + e * h3;
       T* dgx = d_gx + e * h3;
+      T* prev_e = prev + e * hd;
       const T a = att[e];
       T da = T(0);
 #pragma omp simd reduction(+ : da)
       for (int64_t j = 0; j < hd; ++j) {
         const T p = p_src == nullptr ? T(0) : p_src[j];
+        prev_e[j] = p;
         const T r = ru_e[j];
         const T u = ru_e[hd + j];
         const T cc = c_e[j];
@@ -148,21 +152,16 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& att_i
   at::Tensor d_gh = at::empty({n_all, 3 * hd}, opt);
   at::Tensor d_gx = at::empty({n_all, 3 * hd}, opt);
   at::Tensor d_att = at::empty({n_all, 1}, opt);
+  at::Tensor prev = at::empty({n_all, hd}, opt);  // h_{t-1} of every element (0 at step 0)
   AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "gru_backward", [&] {
     backward_impl<scalar_t>(att.data_ptr<scalar_t>(), states.data_ptr<scalar_t>(),
                             ru.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
                             gh.data_ptr<scalar_t>(), g_all.data_ptr<scalar_t>(),
                             d_gh.data_ptr<scalar_t>(), d_gx.data_ptr<scalar_t>(),
-                            d_att.data_ptr<scalar_t>(), counts, offs, hd, kind, d_gh, g_all,
-                            w_hh);
+                            d_att.data_ptr<scalar_t>(), prev.data_ptr<scalar_t>(), counts, offs,
+                            hd, kind, d_gh, g_all, w_hh);
   });
-  // d_w_hh = sum_t d_gh_t^T h_{t-1}: step 0 has h = 0, step t's previous states are the
-  // first counts[t] rows of step t - 1.
-  at::Tensor d_w = at::zeros({3 * hd, hd}, opt);
-  for (int64_t t = 1; t < steps; ++t) {
-    d_w.addmm_(d_gh.narrow(0, offs[t], counts[t]).t(), states.narrow(0, offs[t - 1], counts[t]));
-  }
-  return {d_gx, d_att, d_w, d_gh.sum(0)};
+  return {d_gx, d_att, d_gh.t().mm(prev), d_gh.sum(0)};  // one matmul for d_w_hh
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
