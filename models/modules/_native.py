@@ -1,11 +1,12 @@
-"""The optional C++ build of the recurrence loops (``csrc/recurrence.cpp``), compiled on first use.
+"""The optional C++ build of the recurrence (``csrc/recurrence.cpp``), compiled on first use.
 
 ``native()`` returns the compiled module, or None where it cannot be had: no C++ compiler or
 ninja, a failed build, or ``use_native(False)`` (tests compare both paths). It is built once
 per machine by torch's JIT extension loader into ``$TORCH_EXTENSIONS_DIR`` (default
 ``~/.cache/torch_extensions``; ~35 s on 2 cores, then loaded in well under a second) and
-rebuilt when the source changes. The Python loops in ``models.modules.recurrence`` are the
-same ops in the same order, so both paths give the same numbers; only CPU tensors use it.
+rebuilt when the source changes; the build is keyed by the CPU (it uses ``-march=native``).
+The Python loops in ``models.modules.recurrence`` are the same algebra and agree with it to
+float rounding; only CPU tensors use it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import platform
 import shutil
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -25,6 +27,7 @@ _SOURCE = Path(__file__).resolve().parent / "csrc" / "recurrence.cpp"
 # wide vectors: without -march=native the forward loop runs ~5x slower than with it.
 _FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp-simd"]
 _state: dict[str, ModuleType | bool | None] = {"enabled": True}
+_lock = threading.Lock()
 
 
 def use_native(enabled: bool) -> None:
@@ -49,7 +52,9 @@ def native() -> ModuleType | None:
     if not _state["enabled"]:
         return None
     if "module" not in _state:
-        _state["module"] = _build()
+        with _lock:  # one build even when serving threads ask at once
+            if "module" not in _state:
+                _state["module"] = _build()
     module = _state["module"]
     return module if isinstance(module, ModuleType) else None
 
