@@ -4,7 +4,8 @@
 ninja, a failed build, or ``use_native(False)`` (tests compare both paths). It is built once
 per machine by torch's JIT extension loader into ``$TORCH_EXTENSIONS_DIR`` (default
 ``~/.cache/torch_extensions``; ~35 s on 2 cores, then loaded in well under a second) and
-rebuilt when the source changes; the build is keyed by the CPU (it uses ``-march=native``).
+rebuilt when the source changes; the build is keyed by the CPU (it uses ``-march=native``)
+and by the checkout.
 The Python loops in ``models.modules.recurrence`` are the same algebra and agree with it to
 float rounding; only CPU tensors use it.
 """
@@ -59,15 +60,17 @@ def native() -> ModuleType | None:
     return module if isinstance(module, ModuleType) else None
 
 
-def _cpu_key() -> str:
-    """A short hash of this CPU's model and instruction set: the build uses -march=native,
-    so a build cache shared between different CPUs must not hand one CPU another's binary."""
+def _build_key() -> str:
+    """A short hash of this CPU's model and instruction set and of the source's path: the
+    build uses -march=native, so a cache shared between different CPUs must not hand one CPU
+    another's binary, and two checkouts on one machine must not rebuild over each other."""
     try:
         info = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         info = [platform.machine(), platform.processor()]
     wanted = [line for line in info if line.startswith(("model name", "flags"))][:2]
-    return hashlib.sha1("\n".join(wanted or info[:1]).encode()).hexdigest()[:10]
+    key = "\n".join([*(wanted or info[:1]), str(_SOURCE)])
+    return hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
 def _build() -> ModuleType | None:
@@ -76,7 +79,7 @@ def _build() -> ModuleType | None:
     try:
         from torch.utils.cpp_extension import load
 
-        module: ModuleType = load(f"recstream_recurrence_{_cpu_key()}", [str(_SOURCE)],
+        module: ModuleType = load(f"recstream_recurrence_{_build_key()}", [str(_SOURCE)],
                                   extra_cflags=_FLAGS, verbose=False)
         return module
     except Exception as exc:  # any build problem: the Python loops do the same work
