@@ -108,7 +108,7 @@ def _forward_loop(gh: torch.Tensor, gx: torch.Tensor, att: torch.Tensor, w_hh: t
 
 def _backward(grad: torch.Tensor, att: torch.Tensor, w_hh: torch.Tensor, states: torch.Tensor,
               ru: torch.Tensor, c: torch.Tensor, gh: torch.Tensor, counts: list[int],
-              kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+              kind: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """The backward in Python: (d_gx, d_att, d_w_hh, d_b_hh); the coefficients are computed
     for all steps at once, the reverse loop keeps three in-place ops on preallocated views."""
     n_all, hdim = states.shape
@@ -140,5 +140,9 @@ def _backward(grad: torch.Tensor, att: torch.Tensor, w_hh: torch.Tensor, states:
             g_prev.addcmul_(g_steps[t], keep_steps[t]).addmm_(d_steps[t], w_hh)
     d_gx = d_gh.clone()  # (N, 3H); the candidate's input part lacks the reset gate
     torch.mul(g_all, k_c, out=d_gx[:, 2 * hdim:])
-    d_att = (g_all * diff * (u if kind == "AUGRU" else 1)).sum(dim=1, keepdim=True)  # (N, 1)
+    d_att = None  # the plain GRU has no attention input
+    if kind == "AUGRU":
+        d_att = (g_all * diff * u).sum(dim=1, keepdim=True)  # (N, 1)
+    elif kind == "AGRU":
+        d_att = (g_all * diff).sum(dim=1, keepdim=True)  # (N, 1)
     return d_gx, d_att, d_gh.T @ prev, d_gh.sum(dim=0)

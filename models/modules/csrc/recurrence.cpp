@@ -86,13 +86,25 @@ void forward_loop(at::Tensor& gh_all, const at::Tensor& gx, const at::Tensor& at
 // step t > 0 has its previous state at e - counts[t - 1] (rows keep their rank from step
 // to step).
 template <typename T>
-void backward_impl(const T* att, const T* states, const T* ru, const T* c, const T* gh,
-                   T* g_all, T* d_gh, T* d_gx, T* d_att, T* prev,
-                   const std::vector<int64_t>& counts,
-                   const std::vector<int64_t>& offs, int64_t hd, int64_t kind,
-                   const at::Tensor& d_gh_all, const at::Tensor& g_tensor,
-                   const at::Tensor& w_hh) {
+void backward_impl(const at::Tensor& att_t, const at::Tensor& states_t, const at::Tensor& ru_t,
+                   const at::Tensor& c_t, const at::Tensor& gh_t, at::Tensor& g_all_t,
+                   at::Tensor& d_gh_t, at::Tensor& d_gx_t, at::Tensor& d_att_t,
+                   at::Tensor& prev_t, const at::Tensor& w_hh,
+                   const std::vector<int64_t>& counts, int64_t kind) {
+  const int64_t hd = states_t.size(1);
   const int64_t h3 = 3 * hd;
+  std::vector<int64_t> offs(counts.size(), 0);
+  for (size_t t = 1; t < counts.size(); ++t) offs[t] = offs[t - 1] + counts[t - 1];
+  const T* att = att_t.data_ptr<T>();
+  const T* states = states_t.data_ptr<T>();
+  const T* ru = ru_t.data_ptr<T>();
+  const T* c = c_t.data_ptr<T>();
+  const T* gh = gh_t.data_ptr<T>();
+  T* g_all = g_all_t.data_ptr<T>();
+  T* d_gh = d_gh_t.data_ptr<T>();
+  T* d_gx = d_gx_t.data_ptr<T>();
+  T* d_att = d_att_t.data_ptr<T>();
+  T* prev = prev_t.data_ptr<T>();
   for (auto t = static_cast<int64_t>(counts.size()) - 1; t >= 0; --t) {
     const int64_t n = counts[t];
     for (int64_t i = 0; i < n; ++i) {
@@ -131,7 +143,7 @@ void backward_impl(const T* att, const T* states, const T* ru, const T* c, const
       d_att[e] = da;
     }
     if (t > 0) {  // the recurrent path into the rows of step t - 1 still running at t
-      g_tensor.narrow(0, offs[t - 1], n).addmm_(d_gh_all.narrow(0, offs[t], n), w_hh);
+      g_all_t.narrow(0, offs[t - 1], n).addmm_(d_gh_t.narrow(0, offs[t], n), w_hh);
     }
   }
 }
@@ -143,9 +155,6 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& att_i
                                  int64_t kind) {
   const int64_t n_all = states.size(0);
   const int64_t hd = states.size(1);
-  const auto steps = static_cast<int64_t>(counts.size());
-  std::vector<int64_t> offs(steps, 0);
-  for (int64_t t = 1; t < steps; ++t) offs[t] = offs[t - 1] + counts[t - 1];
   const at::Tensor att = att_in.contiguous();
   const auto opt = states.options();
   at::Tensor g_all = grad.contiguous().clone();  // becomes dL/dh with the carry
@@ -154,12 +163,8 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& att_i
   at::Tensor d_att = at::empty({n_all, 1}, opt);
   at::Tensor prev = at::empty({n_all, hd}, opt);  // h_{t-1} of every element (0 at step 0)
   AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "gru_backward", [&] {
-    backward_impl<scalar_t>(att.data_ptr<scalar_t>(), states.data_ptr<scalar_t>(),
-                            ru.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
-                            gh.data_ptr<scalar_t>(), g_all.data_ptr<scalar_t>(),
-                            d_gh.data_ptr<scalar_t>(), d_gx.data_ptr<scalar_t>(),
-                            d_att.data_ptr<scalar_t>(), prev.data_ptr<scalar_t>(), counts, offs,
-                            hd, kind, d_gh, g_all, w_hh);
+    backward_impl<scalar_t>(att, states, ru, c, gh, g_all, d_gh, d_gx, d_att, prev, w_hh,
+                            counts, kind);
   });
   return {d_gx, d_att, d_gh.t().mm(prev), d_gh.sum(0)};  // one matmul for d_w_hh
 }
