@@ -6,7 +6,9 @@ bench/results/quality_ml100k_cpu.json`` (or ``recstream bench quality ...``).
 Protocol (docs/models.md): events in time order, label = rating >= 4, history = the user's
 earlier clicked items (most recent 50, oldest first), category = first genre, first 80% of
 events train and the last 20% test. Ours and the peer train on the same samples, the same
-split, the same machine and settings (epochs, embedding dim, Adam lr 1e-3, batch size);
+split, the same machine and settings (epochs, embedding dim, Adam lr 1e-3, batch size); ours
+with its recipe (the rate decayed linearly to 0, the bank's item term at Adam rate 0.3:
+``--lr-schedule``, ``--bias-lr``), the peer with its own fit (constant rate, no item term);
 train samples/s = samples trained / wall seconds of the fit call, for both. The peer
 (``pip install --no-deps deepctr-torch==0.3.0``) is optional; without it its fields are null.
 """
@@ -183,6 +185,7 @@ def run_arch(arch: str, frame: Any, train: SampleSet, test: SampleSet, seeds: li
         torch.manual_seed(seed)
         model = build_model(arch, frame, dim=args.dim, init_std=args.init_std)
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          lr_schedule=args.lr_schedule, bias_lr=args.bias_lr,
                           device=args.device, seed=seed)
         stats = fit(model, train, cfg)
         ours.append({**evaluate(model, test), "train_seconds": stats["seconds"],
@@ -218,6 +221,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--lr", type=float, default=1e-3)
+    # Our training recipe on ml-100k, chosen on a validation split (docs/models.md, "Training
+    # recipe"); the peer's fit has no schedule and trains every weight at --lr.
+    p.add_argument("--lr-schedule", choices=["linear", "constant"], default="linear",
+                   help="our lr schedule (the library's default is constant)")
+    p.add_argument("--bias-lr", type=float, default=0.3,
+                   help="Adam rate of our first-order item term (library default: --lr)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--models", default="base,din,dien")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
@@ -255,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                      "split": "first 80% of events by time train", "epochs": args.epochs,
                      "dim": args.dim, "init_std": args.init_std,
                      "batch_size": args.batch_size, "optimizer": "Adam",
-                     "lr": args.lr, "seeds": seeds, "peer": PEER if peer else None,
+                     "lr": args.lr, "lr_schedule": args.lr_schedule,
+                     "bias_lr": args.bias_lr, "seeds": seeds, "peer": PEER if peer else None,
                      "aggregate": "metrics: mean over the seeds (*_std: standard deviation); "
                                   "speeds and seconds: median over the seeds (*_runs: "
                                   "per-seed values)"}}

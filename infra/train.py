@@ -28,6 +28,8 @@ class TrainSettings(BaseSettings):
     dim: int = 16
     max_history: int = 50
     lr: float = 1e-3
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    bias_lr: float | None = None  # the bank's first-order item term (None: lr)
     device: str = "cpu"
     seed: int = 0
     ml100k_dir: Path = Path("../shared/data/ml-100k")
@@ -60,8 +62,8 @@ def train_full(frame: pd.DataFrame, s: TrainSettings) -> dict[str, Any]:
     samples = build_samples(frame, max_len=s.max_history)
     train, test = time_split(samples, train_frac=0.8)
     model = build_model(s.arch, frame, dim=s.dim)
-    cfg = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, device=s.device,
-                      seed=s.seed)
+    cfg = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
+                      lr_schedule=s.lr_schedule, bias_lr=s.bias_lr, device=s.device, seed=s.seed)
     fit(model, train, cfg)
     metrics = evaluate(model, test)
     save_checkpoint(model, s.out_dir)

@@ -17,6 +17,11 @@ An item is represented by ``[item vector, category vector]``; a new item falls b
 OOV item row but keeps its own category vector, so it still gets a meaningful score until the
 next weekly refresh. Training can replace a small share of known ids with the OOV id
 (``oov_dropout``) so that the OOV row and the top net learn what an unknown item looks like.
+
+``item_bias`` (on by default) adds a first-order term: one scalar per item row (OOV included),
+added to the ranker's logit (the "wide" part of Wide & Deep). Through the MLP alone the item's
+own click rate is learnt slowly at Adam's step size; this scalar trains at its own, larger
+rate (``TrainConfig.bias_lr``) and is part of the bank, so it is frozen with the tables.
 """
 
 from __future__ import annotations
@@ -84,7 +89,7 @@ class EmbeddingBank(nn.Module):
     """
 
     def __init__(self, vocabs: Mapping[str, np.ndarray | torch.Tensor | list[int]],
-                 dim: int = 16, init_std: float = INIT_STD) -> None:
+                 dim: int = 16, init_std: float = INIT_STD, item_bias: bool = True) -> None:
         super().__init__()
         if ITEM not in vocabs or CAT not in vocabs:
             raise ValueError("an EmbeddingBank needs at least the 'item' and 'cat' tables")
@@ -100,6 +105,10 @@ class EmbeddingBank(nn.Module):
                 table.weight[PAD_ROW].zero_()
             self.tables[name] = table
             self._index(name)
+        self.item_bias = (nn.Embedding(len(self.vocab(ITEM)) + 2, 1, padding_idx=PAD_ROW)
+                          if item_bias else None)
+        if self.item_bias is not None:
+            nn.init.zeros_(self.item_bias.weight)
         self.version: str | None = None
 
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
@@ -153,8 +162,9 @@ class EmbeddingBank(nn.Module):
 
     def embed(self, batch: Mapping[str, torch.Tensor],
               oov_dropout: float = 0.0) -> dict[str, torch.Tensor]:
-        """The embedded batch: ``query`` (B, E), ``hist`` (B, T, E), ``mask`` (B, T) and,
-        when the batch has negatives, ``neg`` (B, T, E); E = 2 * dim.
+        """The embedded batch: ``query`` (B, E), ``hist`` (B, T, E), ``mask`` (B, T), the
+        candidate's first-order term ``bias`` (B,) when the bank has one, and, when the batch
+        has negatives, ``neg`` (B, T, E); E = 2 * dim.
 
         One lookup per table for the whole batch (one gradient scatter per table).
         """
@@ -164,12 +174,16 @@ class EmbeddingBank(nn.Module):
         sizes = [batch[item].numel() for item, _ in keys]
         item_ids = torch.cat([batch[item].reshape(-1) for item, _ in keys])  # (M,)
         cat_ids = torch.cat([batch[cat].reshape(-1) for _, cat in keys])  # (M,)
-        both = torch.cat([self.lookup(ITEM, item_ids, oov_dropout),
-                          self.lookup(CAT, cat_ids)], dim=-1)  # (M, E)
+        item_rows = self.rows(ITEM, item_ids, oov_dropout)  # (M,)
+        item_vecs: torch.Tensor = _Gather.apply(self.tables[ITEM].weight, item_rows)  # (M, D)
+        both = torch.cat([item_vecs, self.lookup(CAT, cat_ids)], dim=-1)  # (M, E)
         parts = both.split(sizes)
         out = {"query": parts[0],  # (B, E)
                "hist": parts[1].reshape(*batch["hist_item_ids"].shape, self.out_dim),  # (B, T, E)
                "mask": batch["hist_mask"].bool() & (batch["hist_item_ids"] > 0)}
+        if self.item_bias is not None:
+            bias: torch.Tensor = _Gather.apply(self.item_bias.weight, item_rows[:sizes[0]])
+            out["bias"] = bias.squeeze(-1)  # (B,)
         if len(parts) > 2:
             out["neg"] = parts[2].reshape(*batch["neg_item_ids"].shape, self.out_dim)  # (B, T, E)
         return out

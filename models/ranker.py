@@ -48,12 +48,16 @@ class Ranker(nn.Module):
         self.top_version: str | None = None
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.top(self.bank.embed(batch))
+        return self.forward_with_aux(batch)[0]
 
     def forward_with_aux(self, batch: Mapping[str, torch.Tensor], oov_dropout: float = 0.0
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B,), auxiliary loss) for training; ids may be dropped to OOV."""
-        return self.top.forward_with_aux(self.bank.embed(batch, oov_dropout))
+        emb = self.bank.embed(batch, oov_dropout)
+        logits, aux = self.top.forward_with_aux(emb)
+        if "bias" in emb:
+            logits = logits + emb["bias"]  # (B,) the bank's first-order item term
+        return logits, aux
 
     @property
     def version(self) -> str | None:

@@ -53,7 +53,7 @@ def save_bank(bank: EmbeddingBank, root: str | Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         save_file(_cpu(bank.state_dict()), str(out / BANK_WEIGHTS))
         _write_json(out / BANK_META, {
-            "version": version, "dim": bank.dim,
+            "version": version, "dim": bank.dim, "item_bias": bank.item_bias is not None,
             "tables": {name: len(bank.vocab(name)) for name in bank.names}})
     bank.version = version
     return out
@@ -65,7 +65,8 @@ def load_bank(bank_dir: str | Path, device: str = "cpu", frozen: bool = False) -
     meta = json.loads((bank_dir / BANK_META).read_text())
     state = load_file(str(bank_dir / BANK_WEIGHTS))
     vocabs = {name: state[f"vocab_{name}"] for name in meta["tables"]}
-    bank = EmbeddingBank(vocabs, dim=int(meta["dim"]))
+    # banks saved before the first-order item term have none ("item_bias" absent)
+    bank = EmbeddingBank(vocabs, dim=int(meta["dim"]), item_bias=bool(meta.get("item_bias")))
     bank.load_state_dict(state)
     if bank.content_hash() != meta["version"]:
         raise ValueError(f"bank in {bank_dir} does not match its version {meta['version']}")
