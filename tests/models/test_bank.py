@@ -133,3 +133,29 @@ def test_build_model_sets_the_initial_std_of_the_tables(std: float) -> None:
     weight = model.bank.tables["item"].weight.detach()
     assert torch.equal(weight[PAD_ROW], torch.zeros(8))
     assert abs(float(weight[1:].std()) / std - 1) < 0.05  # 16k draws: within 5% of std
+
+
+def test_item_bias_follows_the_candidate_row_and_padding_never_trains() -> None:
+    b = bank()
+    assert b.item_bias is not None and torch.equal(b.item_bias.weight, torch.zeros(5, 1))
+    with torch.no_grad():
+        b.item_bias.weight.copy_(torch.arange(5.0).unsqueeze(1))
+    batch = {"item_id": torch.tensor([7, 900, 12345, 0]), "cat_id": torch.tensor([1, 3, 1, 0]),
+             "hist_item_ids": torch.tensor([[50, 0]] * 4),
+             "hist_cat_ids": torch.tensor([[3, 0]] * 4),
+             "hist_mask": torch.tensor([[True, False]] * 4)}
+    emb = b.embed(batch)
+    assert emb["bias"].tolist() == [2.0, 4.0, float(OOV_ROW), float(PAD_ROW)]
+    emb = b.embed(batch)
+    emb["bias"].sum().backward()
+    grad = b.item_bias.weight.grad
+    assert grad is not None and grad[PAD_ROW].item() == 0.0 and grad[2].item() == 1.0
+    assert grad[3].item() == 0.0  # id 50 is only in the history: no first-order term there
+
+
+def test_bank_without_item_bias_embeds_none() -> None:
+    b = EmbeddingBank({"item": [1, 2], "cat": [1]}, dim=2, item_bias=False)
+    emb = b.embed({"item_id": torch.tensor([1]), "cat_id": torch.tensor([1]),
+                   "hist_item_ids": torch.tensor([[2]]), "hist_cat_ids": torch.tensor([[1]]),
+                   "hist_mask": torch.tensor([[True]])})
+    assert b.item_bias is None and "bias" not in emb

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from models.bank import EmbeddingBank
 from models.data.samples import build_samples
 from models.ranker import Ranker
 from models.registry import (
@@ -19,7 +20,7 @@ from models.registry import (
     save_checkpoint,
     save_top,
 )
-from models.train import TrainConfig, build_model, fit_incremental
+from models.train import TrainConfig, build_model, fit_incremental, vocab_from_frame
 
 from .conftest import item_table, random_batch
 
@@ -96,3 +97,14 @@ def test_incremental_training_leaves_the_bank_bitwise_unchanged(frame: pd.DataFr
     with torch.no_grad():
         batch = random_batch(*item_table(frame))
         assert torch.equal(load_checkpoint(tmp_path)(batch), model(batch))
+
+
+def test_a_bank_without_item_term_round_trips(frame: pd.DataFrame, tmp_path: Path) -> None:
+    bank = EmbeddingBank(vocab_from_frame(frame), dim=4, item_bias=False)
+    model = build_model("din", bank)
+    save_checkpoint(model, tmp_path)
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.bank.item_bias is None
+    with torch.no_grad():
+        batch = random_batch(*item_table(frame))
+        assert torch.equal(loaded(batch), model.eval()(batch))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
+from scipy.stats import spearmanr
 
 from models.bank import EmbeddingBank
 from models.data.samples import build_samples, time_split
-from models.train import TrainConfig, build_model, evaluate, fit, fit_incremental
+from models.train import TrainConfig, _optimizer, build_model, evaluate, fit, fit_incremental
 
 
 @pytest.mark.parametrize("arch", ["base", "din", "dien"])
@@ -36,3 +39,44 @@ def test_build_model_from_vocabularies_and_unknown_arch() -> None:
     assert isinstance(model.bank, EmbeddingBank) and model.cfg.gru_type == "AGRU"
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("transformer", {"item": [1], "cat": [1]})
+
+
+def _item_effect_frame(n: int = 6000, n_items: int = 40, seed: int = 1) -> pd.DataFrame:
+    """Events whose click probability depends on the item alone (its quality)."""
+    rng = np.random.default_rng(seed)
+    quality = np.linspace(-2.0, 2.0, n_items)
+    pick = rng.integers(0, n_items, size=n)
+    p = 1.0 / (1.0 + np.exp(-quality[pick]))
+    return pd.DataFrame({"user_id": rng.integers(1, 200, size=n), "item_id": pick + 1,
+                         "category_id": np.ones(n, dtype=np.int64), "ts": np.arange(n),
+                         "label": (rng.random(n) < p).astype(np.int64)})
+
+
+def test_fast_item_term_learns_item_quality() -> None:
+    frame = _item_effect_frame()
+    samples = build_samples(frame, max_len=5)
+    torch.manual_seed(0)
+    model = build_model("din", frame, dim=4)
+    fit(model, samples, TrainConfig(epochs=1, batch_size=128, bias_lr=0.1,
+                                    lr_schedule="linear"))
+    assert model.bank.item_bias is not None
+    learnt = model.bank.item_bias.weight.detach()[2:, 0].numpy()  # rows of items 1..40
+    assert spearmanr(learnt, np.arange(40)).statistic > 0.8
+
+
+def test_lr_schedules_and_a_bad_one() -> None:
+    frame = _item_effect_frame(n=600)
+    samples = build_samples(frame, max_len=5)
+    model = build_model("base", frame, dim=4)
+    params = list(model.parameters())
+    for schedule, end in (("linear", 0.0), ("constant", 1e-3)):
+        opt, sched = _optimizer(model, params, TrainConfig(lr_schedule=schedule, bias_lr=0.5), 4)
+        assert [g["lr"] for g in opt.param_groups] == [1e-3, 0.5]
+        for _ in range(4):
+            opt.step()
+            sched.step()
+        assert opt.param_groups[0]["lr"] == pytest.approx(end)
+    opt, _ = _optimizer(model, params, TrainConfig(), 4)
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-3]  # bias_lr None: lr
+    with pytest.raises(ValueError, match="lr_schedule"):
+        fit(model, samples, TrainConfig(lr_schedule="cosine"))
