@@ -78,5 +78,7 @@ def test_lr_schedules_and_a_bad_one() -> None:
         assert opt.param_groups[0]["lr"] == pytest.approx(end)
     opt, _ = _optimizer(model, params, TrainConfig(), 4)
     assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-3]  # bias_lr None: lr
+    opt, _ = _optimizer(model, params, TrainConfig(bias_lr=0.0), 4)
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, 0.0]  # 0 holds the term still
     with pytest.raises(ValueError, match="lr_schedule"):
         fit(model, samples, TrainConfig(lr_schedule="cosine"))
