@@ -34,7 +34,7 @@ from tenacity import retry, stop_after_attempt, wait_exponential
 from features.store import FeatureAccess, UserSequence
 from stream import metrics
 from stream.dlq import DeadLetter, validate
-from stream.events import Event, EventType, InvalidEvent
+from stream.events import EventRow, EventType, InvalidEvent
 from stream.failpoints import failpoint
 from stream.kafka import make_consumer, make_producer
 from stream.samplelog import SampleLog
@@ -141,7 +141,7 @@ class StreamConsumer:
             return 0
         t0 = time.perf_counter()
         batch = _Batch()
-        parsed: list[tuple[int, ConsumerRecord, Event | None]] = []
+        parsed: list[tuple[int, ConsumerRecord, EventRow | None]] = []
         for tp, recs in polled.items():
             for rec in recs:
                 parsed.append((tp.partition, rec, self._validate(tp.partition, rec, batch)))
@@ -161,7 +161,7 @@ class StreamConsumer:
         self._update_lag()
         return n
 
-    def _validate(self, partition: int, rec: ConsumerRecord, batch: _Batch) -> Event | None:
+    def _validate(self, partition: int, rec: ConsumerRecord, batch: _Batch) -> EventRow | None:
         join = self._parts[partition].join
         # A letter found by the restore stays the verdict even if the message would pass now
         # (a future timestamp that is no longer in the future).
@@ -190,7 +190,7 @@ class StreamConsumer:
         metrics.EVENTS.labels("unknown", "replayed").inc()
         return None
 
-    def _load_users(self, parsed: list[tuple[int, ConsumerRecord, Event | None]]) -> None:
+    def _load_users(self, parsed: list[tuple[int, ConsumerRecord, EventRow | None]]) -> None:
         """Fill the cache with the batch's users not seen since the assignment (one read)."""
         missing = {(p, e.user_id) for p, _, e in parsed
                    if e is not None and e.user_id not in self._parts[p].users}
@@ -200,7 +200,7 @@ class StreamConsumer:
         for p, user in missing:
             self._parts[p].users[user] = found.get(user) or UserSequence()
 
-    def _apply(self, partition: int, offset: int, event: Event, batch: _Batch) -> None:
+    def _apply(self, partition: int, offset: int, event: EventRow, batch: _Batch) -> None:
         part = self._parts[partition]
         part.last_event_wall = time.monotonic()
         seq = part.users[event.user_id]

@@ -11,26 +11,37 @@ dead-lettered, never a crash).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from stream.events import Event, InvalidEvent, parse_event
+from stream.events import MAX_FUTURE_SKEW, EventRow, InvalidEvent, parse_event, read_fast
 
 REASONS = ("empty", "oversize", "not_json", "unknown_schema_version", "future_ts",
            "invalid_field", "key_mismatch", "unexpected")
 
 
 def validate(key: bytes | None, value: bytes | None, max_future_skew_s: float,
-             now: datetime | None = None) -> Event:
-    """Parse one message; raise :class:`InvalidEvent` with a reason when it is unusable."""
-    event = parse_event(value)
-    now = now or datetime.now(UTC)
-    if (event.ts - now).total_seconds() > max_future_skew_s:
-        raise InvalidEvent("future_ts", f"ts {event.ts.isoformat()} is more than "
-                                        f"{max_future_skew_s:g} s ahead of {now.isoformat()}")
-    if key is not None and key != event.key():
-        raise InvalidEvent("key_mismatch", f"key {key[:40]!r} is not user id {event.user_id}")
-    return event
+             now: datetime | None = None) -> EventRow:
+    """Parse one message; raise :class:`InvalidEvent` with a reason when it is unusable.
+
+    The fast reader takes what is plainly valid (a margin of 1 ms short of the skew limits,
+    so that it never accepts what the model and the check below would reject); everything
+    else gets the model's verdict and reason.
+    """
+    now_s = now.timestamp() if now is not None else time.time()
+    skew_s = min(max_future_skew_s, MAX_FUTURE_SKEW.total_seconds())
+    row = read_fast(value, now_s + skew_s - 0.001) if value else None
+    if row is None:
+        event = parse_event(value)
+        now = now or datetime.fromtimestamp(now_s, UTC)
+        if (event.ts - now).total_seconds() > max_future_skew_s:
+            raise InvalidEvent("future_ts", f"ts {event.ts.isoformat()} is more than "
+                                            f"{max_future_skew_s:g} s ahead of {now.isoformat()}")
+        row = EventRow.of(event)
+    if key is not None and key != str(row.user_id).encode():
+        raise InvalidEvent("key_mismatch", f"key {key[:40]!r} is not user id {row.user_id}")
+    return row
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,22 @@ Every message on ``events`` is one :class:`Event`, serialised as UTF-8 JSON and 
 the user id (so one user's events stay ordered in one partition). ``schema_version``
 lets the contract evolve: consumers reject versions they do not know (to the DLQ), so a
 producer upgrade never silently corrupts features. See docs/events.md.
+
+The consumer reads each message with :func:`read_fast` first: orjson plus plain type and
+range checks, ~1.5 µs where the pydantic model takes ~4 µs. It accepts only what the model
+accepts (a hypothesis test holds it to that) and answers ``None`` for anything else, which
+then goes through :func:`parse_event` for the verdict and its reason.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SCHEMA_VERSION = 1
@@ -67,6 +74,71 @@ class Event(BaseModel):
     def to_bytes(self) -> bytes:
         """The message value: compact UTF-8 JSON."""
         return self.model_dump_json(exclude_none=True).encode()
+
+
+class EventRow(NamedTuple):
+    """What the pipeline uses of one valid event, event time in integer milliseconds."""
+
+    event_type: EventType
+    user_id: int
+    item_id: int
+    category_id: int
+    ts_ms: int
+    request_id: str | None = None
+    variant: str | None = None
+    model_version: str | None = None
+
+    @classmethod
+    def of(cls, event: Event) -> EventRow:
+        return cls(event.event_type, event.user_id, event.item_id, event.category_id,
+                   event.ts_ms, event.request_id, event.variant, event.model_version)
+
+
+_FIELDS = frozenset(Event.model_fields)
+_TYPES = {t.value: t for t in EventType}
+_ID_END = 2**63
+# UTC only (Z or +00:00), 1-6 fraction digits: other forms go to the model
+_TS_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|\+00:00)\Z")
+_TEXT_LIMITS = (("request_id", 64), ("variant", 64), ("model_version", 128))
+
+
+def read_fast(raw: bytes, latest_s: float) -> EventRow | None:
+    """The event in ``raw`` if it is plainly valid with ``ts`` before ``latest_s`` (epoch
+    seconds), else ``None``: then :func:`parse_event` decides (see the module docstring)."""
+    if len(raw) > MAX_EVENT_BYTES:
+        return None
+    try:
+        body = orjson.loads(raw)
+        if type(body) is not dict or not _FIELDS.issuperset(body):
+            return None
+        kind = _TYPES[body["event_type"]]
+        user, item, cat, ts = body["user_id"], body["item_id"], body["category_id"], body["ts"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if not (type(user) is int and type(item) is int and type(cat) is int
+            and 0 < user < _ID_END and 0 < item < _ID_END and 0 <= cat < _ID_END):
+        return None
+    version = body.get("schema_version", SCHEMA_VERSION)
+    if type(version) is not int or version != SCHEMA_VERSION:
+        return None
+    event_id = body.get("event_id", "-")
+    if type(event_id) is not str or not 0 < len(event_id) <= 64:
+        return None
+    texts = []
+    for name, limit in _TEXT_LIMITS:
+        text = body.get(name)
+        if text is not None and (type(text) is not str or len(text) > limit):
+            return None
+        texts.append(text)
+    if type(ts) is not str or _TS_UTC.match(ts) is None:
+        return None
+    try:
+        ts_s = datetime.fromisoformat(ts).timestamp()
+    except ValueError:
+        return None
+    if not ts_s < latest_s:
+        return None
+    return EventRow(kind, user, item, cat, int(ts_s * 1000), *texts)
 
 
 class InvalidEvent(ValueError):

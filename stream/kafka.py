@@ -48,7 +48,7 @@ class KafkaConfig(BaseModel):
     heartbeat_interval_ms: int = 1000
     max_poll_interval_ms: int = 6000
     fetch_max_wait_ms: int = 20
-    max_poll_records: int = 2000
+    max_poll_records: int = 10000
 
     def common(self) -> dict[str, Any]:
         """Connection options every kafka-python client takes."""

@@ -157,7 +157,7 @@ class SampleLog:
             offset = fut.get().offset
             for o in join.added:
                 join.pending[o].log_offset = offset
-            join.added, join.done = [], []
+            join.added, join.done = {}, []
             metrics.PENDING.labels(str(p)).set(len(join.pending))
 
     @staticmethod
@@ -196,11 +196,15 @@ class SampleLog:
         """
         futures: dict[int, list[tuple[Any, list[int]]]] = {}
         for p, join in joins.items():
-            while len(join.added) > CHUNK:
-                chunk, join.added = join.added[:CHUNK], join.added[CHUNK:]
+            if len(join.added) <= CHUNK:
+                continue
+            opened = list(join.added)
+            while len(opened) > CHUNK:
+                chunk, opened = opened[:CHUNK], opened[CHUNK:]
                 record = {"p": p, "part": True,
                           "add": [join.pending[o].to_json() for o in chunk]}
                 futures.setdefault(p, []).append((self._send_state(p, record), chunk))
+            join.added = dict.fromkeys(opened)
         if not futures:
             return {}
         self.producer.flush()

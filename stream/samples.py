@@ -37,10 +37,10 @@ from typing import Any
 import orjson
 
 from features.store import UserSequence
-from stream.events import Event, EventType
+from stream.events import Event, EventRow, EventType
 
 
-@dataclass
+@dataclass(slots=True)
 class Sample:
     """One labelled training example, as written to the samples topic (JSON) and parquet."""
 
@@ -60,7 +60,7 @@ class Sample:
     model_version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -80,7 +80,7 @@ def unpack(raw: bytes) -> Any:
 
 def encode_batch(partition: int, samples: list[Sample]) -> bytes:
     """One samples-topic record: the samples of one source partition's micro-batch."""
-    return pack({"source_partition": partition, "samples": [s.to_dict() for s in samples]})
+    return pack({"source_partition": partition, "samples": samples})  # orjson: dataclasses
 
 
 def decode_batch(raw: bytes) -> list[dict[str, Any]]:
@@ -100,7 +100,7 @@ def history_before(seq_snapshot: tuple[list[int], list[int], list[int]], ts_ms: 
     return items[:cut], cats[:cut], stamps[:cut]
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """An open impression waiting for its click."""
 
@@ -150,7 +150,8 @@ class JoinState:
     _by_req: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     _by_user: dict[tuple[int, int], list[int]] = field(default_factory=dict)
     _heap: list[tuple[int, int]] = field(default_factory=list)
-    added: list[int] = field(default_factory=list)  # since the last changelog record
+    # offsets opened since the last changelog record, in order (a dict: O(1) removal)
+    added: dict[int, None] = field(default_factory=dict)
     done: list[int] = field(default_factory=list)
 
     # -- state changes ---------------------------------------------------------------------
@@ -172,7 +173,7 @@ class JoinState:
         if not self._by_user[key]:
             del self._by_user[key]
         if entry.log_offset is None and offset in self.added:
-            self.added.remove(offset)  # opened and closed between two changelog records
+            del self.added[offset]  # opened and closed between two changelog records
         else:
             self.done.append(offset)
         return entry
@@ -185,7 +186,7 @@ class JoinState:
                 if not entry.emitted:
                     yield entry.sample(partition, 0)
 
-    def _match(self, event: Event) -> int | None:
+    def _match(self, event: Event | EventRow) -> int | None:
         if event.request_id is not None:
             hit = self._by_req.get((event.request_id, event.item_id))
             if hit:
@@ -204,6 +205,17 @@ class JoinState:
             return True
         return False
 
+    def _ahead_hit(self, partition: int, offset: int) -> bool:
+        """True (once) if a crashed run emitted the sample of ``offset`` (``ahead`` is empty
+        but after a crash: the id is only formatted then)."""
+        if not self.ahead:
+            return False
+        sid = sample_id(partition, offset)
+        if sid in self.ahead:
+            self.ahead.discard(sid)
+            return True
+        return False
+
     def advance(self, offset: int) -> bool:
         """Mark ``offset`` handled; False if this state already covers it (a replay)."""
         if offset <= self.upto:
@@ -211,7 +223,7 @@ class JoinState:
         self.upto = offset
         return True
 
-    def on_event(self, partition: int, offset: int, event: Event, seq: UserSequence,
+    def on_event(self, partition: int, offset: int, event: Event | EventRow, seq: UserSequence,
                  before: tuple[list[int], list[int], list[int]] | None = None) -> list[Sample]:
         """Samples released by one valid event (``seq`` = the user's sequence before it)."""
         if not self.advance(offset):
@@ -221,16 +233,15 @@ class JoinState:
         self.watermark_ms = max(self.watermark_ms, ts)
         out = (list(self._close_until(partition, self.watermark_ms))
                if self._heap and self._heap[0][0] < self.watermark_ms else [])
-        sid = sample_id(partition, offset)
         if event.event_type is EventType.IMPRESSION:
-            emitted = sid in self.ahead  # a crashed run already labelled it: stay silent
-            self.ahead.discard(sid)
+            # a crashed run already labelled it: stay silent
+            emitted = self._ahead_hit(partition, offset)
             # history_before slices: the snapshot is a copy, later clicks do not change it
             snap = (seq.item_ids, seq.cat_ids, seq.ts_ms)
             self.add(Pending(offset, event.user_id, event.item_id, event.category_id, ts,
                              max(ts, wm_before) + self.window_ms, history_before(snap, ts),
                              event.request_id, event.variant, event.model_version, emitted))
-            self.added.append(offset)
+            self.added[offset] = None
             return out
         hit = self._match(event)
         if hit is not None:
@@ -241,14 +252,12 @@ class JoinState:
             entry.model_version = entry.model_version or event.model_version
             if not entry.emitted:
                 out.append(entry.sample(partition, 1))
-        elif sid in self.ahead:
-            self.ahead.discard(sid)
-        else:
+        elif not self._ahead_hit(partition, offset):
             snap = before or (seq.item_ids, seq.cat_ids, seq.ts_ms)
             items, cats, stamps = history_before(snap, ts)
-            out.append(Sample(sid, event.user_id, event.item_id, event.category_id, 1, ts,
-                              items, cats, stamps, partition, offset, event.request_id,
-                              event.variant, event.model_version))
+            out.append(Sample(sample_id(partition, offset), event.user_id, event.item_id,
+                              event.category_id, 1, ts, items, cats, stamps, partition, offset,
+                              event.request_id, event.variant, event.model_version))
         return out
 
     def mark_emitted(self, offset: int) -> None:
@@ -262,7 +271,7 @@ class JoinState:
         if entry.log_offset is not None:
             self.done.append(offset)
             entry.log_offset = None
-            self.added.append(offset)
+            self.added[offset] = None
 
     def flush(self, partition: int, now_ms: int) -> list[Sample]:
         """Idle flush: close entries whose deadline is before the wall clock ``now_ms``."""

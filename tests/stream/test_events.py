@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+import time
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.events import MAX_EVENT_BYTES, Event, EventType, InvalidEvent, parse_event
+from stream.events import (
+    MAX_EVENT_BYTES,
+    MAX_FUTURE_SKEW,
+    Event,
+    EventRow,
+    EventType,
+    InvalidEvent,
+    parse_event,
+    read_fast,
+)
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -90,3 +100,71 @@ def test_arbitrary_bytes_never_crash_the_parser(blob: bytes) -> None:
     except InvalidEvent as exc:
         assert exc.reason in {"empty", "oversize", "not_json", "unknown_schema_version",
                               "future_ts", "invalid_field"}
+
+
+# -- the fast reader: never accepts what the model rejects, reads the same values ------------
+
+_TS_TEXT = st.one_of(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                 timezones=st.sampled_from([UTC, timezone(timedelta(hours=2))]))
+    .map(lambda d: d.isoformat()),
+    st.datetimes().map(lambda d: d.isoformat()),  # naive
+    st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat().replace("+00:00", "Z")),
+    st.sampled_from(["2026-01-01T00:00:00.1234567Z", "2026-02-30T00:00:00Z", "20260101T000000Z",
+                     "2026-01-01 00:00:00Z", "2026-W01-1T00:00:00Z", "2026-01-01T24:00:00Z",
+                     "2026-01-01T00:00:00.Z", "2026-01-01T00:00:00+00:00\n", "yesterday"]),
+    st.integers(), st.floats(allow_nan=False),
+)
+_ANY = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**64), max_value=2**64),
+                 st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=70),
+                 st.lists(st.integers(), max_size=2), st.just(1.0), st.just("7"))
+_FIELD_VALUES = {
+    "schema_version": st.one_of(st.just(1), _ANY),
+    "event_id": st.one_of(st.text(max_size=70), _ANY),
+    "event_type": st.one_of(st.sampled_from(["click", "impression", "Click"]), _ANY),
+    "user_id": st.one_of(st.integers(-2, 2**63 + 2), _ANY),
+    "item_id": st.one_of(st.integers(-2, 2**63 + 2), _ANY),
+    "category_id": st.one_of(st.integers(-2, 2**63 + 2), _ANY),
+    "ts": _TS_TEXT, "request_id": st.one_of(st.text(max_size=70), _ANY),
+    "variant": st.one_of(st.text(max_size=70), _ANY),
+    "model_version": st.one_of(st.text(max_size=140), _ANY),
+}
+
+
+@st.composite
+def _bodies(draw: st.DrawFn) -> dict:
+    body = valid()
+    for name in draw(st.sets(st.sampled_from(sorted(_FIELD_VALUES)), max_size=4)):
+        body[name] = draw(_FIELD_VALUES[name])
+    for name in draw(st.sets(st.sampled_from(sorted(body)), max_size=2)):
+        del body[name]
+    if draw(st.booleans()) and draw(st.booleans()):
+        body[draw(st.sampled_from(["extra", "ts_ms", "userId"]))] = 1
+    return body
+
+
+@settings(max_examples=500)
+@given(_bodies(), st.sampled_from([NOW.timestamp(), 1e6, -1e10, None]))
+def test_the_fast_reader_accepts_only_what_the_model_accepts(body: dict, latest: float | None
+                                                             ) -> None:
+    # the consumer's bound: now + the skew limit, less a margin (None: the model's own limit)
+    latest = latest or time.time() + MAX_FUTURE_SKEW.total_seconds() - 0.001
+    value = json.dumps(body).encode()
+    row = read_fast(value, latest)
+    if row is not None:
+        event = parse_event(value)  # raises if the model rejects what the fast reader took
+        assert EventRow.of(event) == row
+        assert event.ts.timestamp() < latest
+
+
+@given(
+    user=st.integers(1, 2**63 - 1), cat=st.integers(0, 2**63 - 1),
+    kind=st.sampled_from(list(EventType)), request=st.none() | st.text(max_size=64),
+    ts=st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2026, 1, 1),
+                    timezones=st.just(UTC)),
+)
+def test_the_fast_reader_reads_what_producers_write(user: int, cat: int, kind: EventType,
+                                                    request: str | None, ts: datetime) -> None:
+    ev = Event(event_type=kind, user_id=user, item_id=3, category_id=cat, ts=ts,
+               request_id=request)
+    assert read_fast(ev.to_bytes(), NOW.timestamp() + 1) == EventRow.of(ev)
