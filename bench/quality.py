@@ -8,7 +8,8 @@ earlier clicked items (most recent 50, oldest first), category = first genre, fi
 events train and the last 20% test. Ours and the peer train on the same samples, the same
 split, the same machine and settings (epochs, embedding dim, Adam lr 1e-3, batch size); ours
 with its recipe (the rate decayed linearly to 0, the bank's item term at Adam rate 0.3:
-``--lr-schedule``, ``--bias-lr``), the peer with its own fit (constant rate, no item term);
+``--lr-schedule``, ``--bias-lr``; DIEN's auxiliary loss at weight 10, ``--aux-weight``), the
+peer with its own fit (constant rate, no item term, its DIEN's auxiliary weight 1);
 train samples/s = samples trained / wall seconds of the fit call, for both. The peer
 (``pip install --no-deps deepctr-torch==0.3.0``) is optional; without it its fields are null.
 """
@@ -183,7 +184,8 @@ def run_arch(arch: str, frame: Any, train: SampleSet, test: SampleSet, seeds: li
     latency: dict[str, float] = {}
     for seed in seeds:
         torch.manual_seed(seed)
-        model = build_model(arch, frame, dim=args.dim, init_std=args.init_std)
+        extra = {"aux_weight": args.aux_weight} if arch == "dien" else {}
+        model = build_model(arch, frame, dim=args.dim, init_std=args.init_std, **extra)
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           lr_schedule=args.lr_schedule, bias_lr=args.bias_lr,
                           device=args.device, seed=seed)
@@ -227,6 +229,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="our lr schedule (the library's default is constant)")
     p.add_argument("--bias-lr", type=float, default=0.3,
                    help="Adam rate of our first-order item term (library default: --lr)")
+    p.add_argument("--aux-weight", type=float, default=10.0,
+                   help="our DIEN's auxiliary loss weight (library default: 1)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--models", default="base,din,dien")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
@@ -265,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                      "dim": args.dim, "init_std": args.init_std,
                      "batch_size": args.batch_size, "optimizer": "Adam",
                      "lr": args.lr, "lr_schedule": args.lr_schedule,
-                     "bias_lr": args.bias_lr, "seeds": seeds, "peer": PEER if peer else None,
+                     "bias_lr": args.bias_lr, "dien_aux_weight": args.aux_weight,
+                     "seeds": seeds, "peer": PEER if peer else None,
                      "aggregate": "metrics: mean over the seeds (*_std: standard deviation); "
                                   "speeds and seconds: median over the seeds (*_runs: "
                                   "per-seed values)"}}

@@ -30,6 +30,7 @@ class TrainSettings(BaseSettings):
     lr: float = 1e-3
     lr_schedule: Literal["constant", "linear"] = "constant"
     bias_lr: float | None = None  # the bank's first-order item term (None: lr)
+    aux_weight: float | None = None  # DIEN's auxiliary loss weight (None: DIENConfig's)
     device: str = "cpu"
     seed: int = 0
     ml100k_dir: Path = Path("../shared/data/ml-100k")
@@ -61,7 +62,8 @@ def train_full(frame: pd.DataFrame, s: TrainSettings) -> dict[str, Any]:
     start = time.perf_counter()
     samples = build_samples(frame, max_len=s.max_history)
     train, test = time_split(samples, train_frac=0.8)
-    model = build_model(s.arch, frame, dim=s.dim)
+    overrides = {"aux_weight": s.aux_weight} if s.arch == "dien" and s.aux_weight else {}
+    model = build_model(s.arch, frame, dim=s.dim, **overrides)
     cfg = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                       lr_schedule=s.lr_schedule, bias_lr=s.bias_lr, device=s.device, seed=s.seed)
     fit(model, train, cfg)

@@ -117,20 +117,28 @@ def build_samples(frame: pd.DataFrame, max_len: int = 50, seed: int = 0) -> Samp
     hist_item = np.where(mask, clicked_items[idx], 0)
     hist_cat = np.where(mask, clicked_cats[idx], 0)
 
+    # Negatives (DIEN's auxiliary loss): the user's own earlier non-clicked items; a user with
+    # none yet draws from every user's earlier non-clicks (never from later events: those
+    # hold the test period's labels); with none at all the slot is padding (item 0).
     rng = np.random.default_rng(seed)
     nonclick = ~click
     pool_items, pool_cats = it[nonclick], ct[nonclick]
-    if len(pool_items) == 0:
-        pool_items, pool_cats = it, ct
     non_excl, n_non = before(nonclick.astype(np.int64))
+    time_non = labels != 1  # in time (row) order
+    all_items, all_cats = items[time_non], cats[time_non]
+    n_earlier = (np.cumsum(time_non) - time_non)[order]  # earlier non-clicks of anyone
     draw = rng.random((n, max_len))
     own = n_non[:, None] > 0
-    pick = np.where(own, non_excl[:, None] - n_non[:, None]
-                    + (draw * n_non[:, None]).astype(np.int64),
-                    (draw * len(pool_items)).astype(np.int64))  # (N, T)
-    pick = np.clip(pick, 0, max(len(pool_items) - 1, 0))
-    neg_item = np.where(mask, pool_items[pick], 0)
-    neg_cat = np.where(mask, pool_cats[pick], 0)
+    pick_own = non_excl[:, None] - n_non[:, None] + (draw * n_non[:, None]).astype(np.int64)
+    pick_any = (draw * n_earlier[:, None]).astype(np.int64)  # (N, T)
+    last = max(len(pool_items) - 1, 0)
+    own_item = pool_items[np.clip(pick_own, 0, last)] if len(pool_items) else 0
+    own_cat = pool_cats[np.clip(pick_own, 0, last)] if len(pool_items) else 0
+    any_item = all_items[np.clip(pick_any, 0, last)] if len(all_items) else 0
+    any_cat = all_cats[np.clip(pick_any, 0, last)] if len(all_items) else 0
+    some = n_earlier[:, None] > 0
+    neg_item = np.where(mask, np.where(own, own_item, np.where(some, any_item, 0)), 0)
+    neg_cat = np.where(mask, np.where(own, own_cat, np.where(some, any_cat, 0)), 0)
 
     inv = np.empty_like(order)
     inv[order] = np.arange(n)

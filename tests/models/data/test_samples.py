@@ -33,11 +33,14 @@ def test_history_is_earlier_clicks_most_recent_oldest_first(frame: pd.DataFrame,
         assert (s.hist_item[j, n:] == 0).all() and (s.neg_item[j, n:] == 0).all()
         assert s.hist_cat[j, :n].tolist() == (clicks % 5 + 1).tolist()
         non = set(mine[mine.label == 0].item_id)
+        anyone = set(earlier[earlier.label == 0].item_id)  # never a later event's item
         negs = set(s.neg_item[j, :n].tolist())
         if non:
             assert negs <= non
-        else:
-            assert negs <= set(frame[frame.label == 0].item_id) | set(frame.item_id)
+        elif anyone:
+            assert negs <= anyone
+        elif n:
+            assert negs == {0}  # no earlier non-click anywhere: padding
 
 
 def test_time_split_and_batches() -> None:
