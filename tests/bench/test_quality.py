@@ -58,4 +58,5 @@ def test_short_run_writes_the_json_schema(ml100k_dir: Path, tmp_path: Path) -> N
         assert key in row
     assert row["peer_auc"] is None
     assert result["protocol"]["seeds"] == [0]
+    assert result["protocol"]["dien_aux_weight"] == 10.0  # our DIEN recipe, recorded
     assert result["machine"]["cpu_count"]
