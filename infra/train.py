@@ -62,7 +62,8 @@ def train_full(frame: pd.DataFrame, s: TrainSettings) -> dict[str, Any]:
     start = time.perf_counter()
     samples = build_samples(frame, max_len=s.max_history)
     train, test = time_split(samples, train_frac=0.8)
-    overrides = {"aux_weight": s.aux_weight} if s.arch == "dien" and s.aux_weight else {}
+    overrides = ({"aux_weight": s.aux_weight} if s.arch == "dien" and s.aux_weight is not None
+                 else {})
     model = build_model(s.arch, frame, dim=s.dim, **overrides)
     cfg = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                       lr_schedule=s.lr_schedule, bias_lr=s.bias_lr, device=s.device, seed=s.seed)

@@ -12,7 +12,8 @@ from stream.synthetic import SyntheticConfig, generate
 
 
 @pytest.mark.parametrize(("arch", "aux_weight", "expected"),
-                         [("dien", 10.0, 10.0), ("dien", None, 1.0), ("din", 10.0, None)])
+                         [("dien", 10.0, 10.0), ("dien", 0.0, 0.0), ("dien", None, 1.0),
+                          ("din", 10.0, None)])
 def test_the_auxiliary_weight_reaches_the_saved_dien(tmp_path: Path, arch: str,
                                                      aux_weight: float | None,
                                                      expected: float | None) -> None:
