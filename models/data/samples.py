@@ -131,11 +131,12 @@ def build_samples(frame: pd.DataFrame, max_len: int = 50, seed: int = 0) -> Samp
     own = n_non[:, None] > 0
     pick_own = non_excl[:, None] - n_non[:, None] + (draw * n_non[:, None]).astype(np.int64)
     pick_any = (draw * n_earlier[:, None]).astype(np.int64)  # (N, T)
-    last = max(len(pool_items) - 1, 0)
-    own_item = pool_items[np.clip(pick_own, 0, last)] if len(pool_items) else 0
-    own_cat = pool_cats[np.clip(pick_own, 0, last)] if len(pool_items) else 0
-    any_item = all_items[np.clip(pick_any, 0, last)] if len(all_items) else 0
-    any_cat = all_cats[np.clip(pick_any, 0, last)] if len(all_items) else 0
+    n_pool = len(pool_items)  # == len(all_items): the same non-clicks, by user / by time
+    last = max(n_pool - 1, 0)
+    own_item = pool_items[np.clip(pick_own, 0, last)] if n_pool else 0
+    own_cat = pool_cats[np.clip(pick_own, 0, last)] if n_pool else 0
+    any_item = all_items[np.clip(pick_any, 0, last)] if n_pool else 0
+    any_cat = all_cats[np.clip(pick_any, 0, last)] if n_pool else 0
     some = n_earlier[:, None] > 0
     neg_item = np.where(mask, np.where(own, own_item, np.where(some, any_item, 0)), 0)
     neg_cat = np.where(mask, np.where(own, own_cat, np.where(some, any_cat, 0)), 0)
