@@ -26,7 +26,8 @@ SCHEMA_VERSION = 1
 MAX_EVENT_BYTES = 4096
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 
-PositiveId = Annotated[int, Field(gt=0, lt=2**63)]
+ID_END = 2**63  # ids are int64
+PositiveId = Annotated[int, Field(gt=0, lt=ID_END)]
 
 
 class EventType(StrEnum):
@@ -46,7 +47,7 @@ class Event(BaseModel):
     event_type: EventType
     user_id: PositiveId
     item_id: PositiveId
-    category_id: Annotated[int, Field(ge=0, lt=2**63)]
+    category_id: Annotated[int, Field(ge=0, lt=ID_END)]
     ts: datetime
     request_id: str | None = Field(default=None, max_length=64)
     variant: str | None = Field(default=None, max_length=64)
@@ -94,12 +95,19 @@ class EventRow(NamedTuple):
                    event.ts_ms, event.request_id, event.variant, event.model_version)
 
 
+def _max_length(name: str) -> int:
+    """The ``max_length`` the model declares for text field ``name``."""
+    return next(int(m.max_length) for m in Event.model_fields[name].metadata
+                if hasattr(m, "max_length"))
+
+
 _FIELDS = frozenset(Event.model_fields)
 _TYPES = {t.value: t for t in EventType}
-_ID_END = 2**63
 # UTC only (Z or +00:00), 1-6 fraction digits: other forms go to the model
 _TS_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|\+00:00)\Z")
-_TEXT_LIMITS = (("request_id", 64), ("variant", 64), ("model_version", 128))
+_EVENT_ID_MAX = _max_length("event_id")
+_TEXT_LIMITS = tuple((name, _max_length(name)) for name in ("request_id", "variant",
+                                                             "model_version"))
 
 
 def read_fast(raw: bytes, latest_s: float) -> EventRow | None:
@@ -116,13 +124,13 @@ def read_fast(raw: bytes, latest_s: float) -> EventRow | None:
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return None
     if not (type(user) is int and type(item) is int and type(cat) is int
-            and 0 < user < _ID_END and 0 < item < _ID_END and 0 <= cat < _ID_END):
+            and 0 < user < ID_END and 0 < item < ID_END and 0 <= cat < ID_END):
         return None
     version = body.get("schema_version", SCHEMA_VERSION)
     if type(version) is not int or version != SCHEMA_VERSION:
         return None
     event_id = body.get("event_id", "-")
-    if type(event_id) is not str or not 0 < len(event_id) <= 64:
+    if type(event_id) is not str or not 0 < len(event_id) <= _EVENT_ID_MAX:
         return None
     texts = []
     for name, limit in _TEXT_LIMITS:
