@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from stream.events import MAX_FUTURE_SKEW, EventRow, InvalidEvent, parse_event, read_fast
 
+_MODEL_SKEW_S = MAX_FUTURE_SKEW.total_seconds()  # the model's own future limit
 REASONS = ("empty", "oversize", "not_json", "unknown_schema_version", "future_ts",
            "invalid_field", "key_mismatch", "unexpected")
 
@@ -30,7 +31,7 @@ def validate(key: bytes | None, value: bytes | None, max_future_skew_s: float,
     else gets the model's verdict and reason.
     """
     now_s = now.timestamp() if now is not None else time.time()
-    skew_s = min(max_future_skew_s, MAX_FUTURE_SKEW.total_seconds())
+    skew_s = min(max_future_skew_s, _MODEL_SKEW_S)
     row = read_fast(value, now_s + skew_s - 0.001) if value else None
     if row is None:
         event = parse_event(value)
