@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).resolve().parent / "csrc" / "recurrence.cpp"
 # Vectorised exp/tanh (glibc's libmvec) need -ffast-math, -fopenmp-simd and a target with
 # wide vectors: without -march=native the forward loop runs ~5x slower than with it.
-_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp-simd"]
+# -fopenmp: at::parallel_for is a header template over OpenMP; without the flag it compiles
+# to a serial loop. The extension then needs libgomp.so.1, which torch has already loaded
+# (its bundled copy has that soname), so both share one OpenMP runtime and thread pool.
+_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
 _state: dict[str, ModuleType | bool | None] = {"enabled": True}
 _lock = threading.Lock()
 
@@ -80,7 +83,8 @@ def _build() -> ModuleType | None:
         from torch.utils.cpp_extension import load
 
         module: ModuleType = load(f"recstream_recurrence_{_build_key()}", [str(_SOURCE)],
-                                  extra_cflags=_FLAGS, verbose=False)
+                                  extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"],
+                                  verbose=False)
         return module
     except Exception as exc:  # any build problem: the Python loops do the same work
         log.warning("C++ recurrence loops unavailable (%s); using the Python loops", exc)

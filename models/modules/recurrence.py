@@ -31,6 +31,23 @@ from models.modules._native import native
 from models.modules.packing import prev_index
 
 _KINDS = {"GRU": 0, "AUGRU": 1, "AGRU": 2}  # the codes of csrc/recurrence.cpp
+ROWS_PER_PART = 64  # the C++ loops give a thread a share of the rows when it gets this many
+_parts_override: list[int] = []
+
+
+def row_parts(counts: list[int]) -> int:
+    """How many threads the C++ loops split the rows over: one per intra-op thread, each
+    with at least ``ROWS_PER_PART`` rows of the widest step (a smaller matmul does not pay for
+    its thread). ``force_row_parts`` overrides it (tests check that every split agrees)."""
+    if _parts_override:
+        return max(1, min(_parts_override[0], counts[0] if counts else 1))
+    widest = counts[0] if counts else 0
+    return max(1, min(torch.get_num_threads(), widest // ROWS_PER_PART))
+
+
+def force_row_parts(parts: int | None) -> None:
+    """Split the C++ loops' rows into ``parts`` whatever the batch (None: the default)."""
+    _parts_override[:] = [] if parts is None else [parts]
 
 
 def _cpp(like: torch.Tensor) -> ModuleType | None:
@@ -55,7 +72,8 @@ class FusedGRU(torch.autograd.Function):
         ru = gx.new_empty(n_all, 2 * hdim)  # reset and update gates (before attention)
         c = gx.new_empty(n_all, hdim)  # candidate state
         if (ext := _cpp(gx)) is not None:
-            ext.forward_loop(gh, gx, att, w_hh, states, ru, c, counts, _KINDS[kind])
+            ext.forward_loop(gh, gx, att, w_hh, states, ru, c, counts, _KINDS[kind],
+                             row_parts(counts))
         else:
             _forward_loop(gh, gx, att, w_hh, states, ru, c, counts, kind)
         ctx.save_for_backward(att, w_hh, states, ru, c, gh)
@@ -69,7 +87,7 @@ class FusedGRU(torch.autograd.Function):
         counts, kind = ctx.counts, ctx.kind
         if (ext := _cpp(states)) is not None:
             d_gx, d_att, d_w, d_b = ext.backward(grads[0], att, w_hh, states, ru, c, gh,
-                                                 counts, _KINDS[kind])
+                                                 counts, _KINDS[kind], row_parts(counts))
         else:
             d_gx, d_att, d_w, d_b = _backward(grads[0], att, w_hh, states, ru, c, gh, counts,
                                               kind)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from models.modules import _native
 from models.modules.gru import GRU, AttentionalGRU
 from models.modules.packing import Steps
-from models.modules.recurrence import FusedGRU
+from models.modules.recurrence import FusedGRU, force_row_parts, row_parts
 
 
 @pytest.fixture(autouse=True, params=["cpp", "python"])
@@ -136,9 +136,18 @@ def test_fused_extractor_backward_matches_torch_gru() -> None:
             3, dtype=torch.float64, requires_grad=True)))
 
 
+@pytest.fixture(params=[None, 3], ids=["one-part", "rows-split-3"])
+def split(request: pytest.FixtureRequest) -> Iterator[int | None]:
+    """The C++ loops with their default split and with the rows dealt to 3 parts."""
+    force_row_parts(request.param)
+    yield request.param
+    force_row_parts(None)
+
+
 @pytest.mark.parametrize("kind", ["GRU", "AUGRU", "AGRU"])
-@pytest.mark.parametrize("counts", [[3, 2, 2, 1], [2], [1, 1], [4, 4, 1]])
-def test_fused_recurrence_gradcheck_on_every_state(kind: str, counts: list[int]) -> None:
+@pytest.mark.parametrize("counts", [[3, 2, 2, 1], [2], [1, 1], [4, 4, 1], [7, 5, 5, 2, 1]])
+def test_fused_recurrence_gradcheck_on_every_state(kind: str, counts: list[int],
+                                                   split: int | None) -> None:
     """All inputs (gates, attention, recurrent weights and bias), with gradient arriving at
     every packed state, not only the final ones."""
     torch.manual_seed(3)
@@ -160,7 +169,8 @@ def test_cpp_build_exists_where_a_compiler_does(recurrence_path: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["GRU", "AUGRU", "AGRU"])
-def test_cpp_and_python_paths_agree_in_float32(kind: str, recurrence_path: str) -> None:
+def test_cpp_and_python_paths_agree_in_float32(kind: str, recurrence_path: str,
+                                               split: int | None) -> None:
     """Training sizes (B=64, T=20, H=32): states and every gradient to float rounding."""
     if recurrence_path == "python":
         pytest.skip("compares the two paths itself")
@@ -181,3 +191,14 @@ def test_cpp_and_python_paths_agree_in_float32(kind: str, recurrence_path: str) 
         results.append([out.detach(), *grads])
     for got, want in zip(*results, strict=True):
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_row_parts_follow_threads_and_batch() -> None:
+    assert row_parts([]) == 1
+    assert row_parts([63, 10]) == 1  # too few rows to split
+    assert row_parts([256, 200]) == min(torch.get_num_threads(), 4)
+    force_row_parts(5)
+    try:
+        assert row_parts([3, 1]) == 3  # never more parts than rows
+    finally:
+        force_row_parts(None)
