@@ -1,13 +1,15 @@
-"""The optional C++ build of the recurrence (``csrc/recurrence.cpp``), compiled on first use.
+"""The optional C++ kernels (``csrc/``), compiled on first use: the GRU recurrence
+(``recurrence.cpp``) and DIN's attention pooling in training (``din_attention.cpp``).
 
 ``native()`` returns the compiled module, or None where it cannot be had: no C++ compiler or
 ninja, a failed build, or ``use_native(False)`` (tests compare both paths). It is built once
 per machine by torch's JIT extension loader into ``$TORCH_EXTENSIONS_DIR`` (default
-``~/.cache/torch_extensions``; ~35 s on 2 cores, then loaded in well under a second) and
+``~/.cache/torch_extensions``; ~60 s on 2 cores, then loaded in well under a second) and
 rebuilt when the source changes; the build is keyed by the CPU (it uses ``-march=native``)
 and by the checkout.
-The Python loops in ``models.modules.recurrence`` are the same algebra and agree with it to
-float rounding; only CPU tensors use it.
+The Python loops in ``models.modules.recurrence`` and the ATen path of
+``models.modules.attention`` are the same algebra and agree with it to float rounding; only
+CPU tensors use it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from pathlib import Path
 from types import ModuleType
 
 log = logging.getLogger(__name__)
-_SOURCE = Path(__file__).resolve().parent / "csrc" / "recurrence.cpp"
+_CSRC = Path(__file__).resolve().parent / "csrc"
+_SOURCES = [_CSRC / "recurrence.cpp", _CSRC / "din_attention.cpp", _CSRC / "bindings.cpp"]
 # Vectorised exp/tanh (glibc's libmvec) need -ffast-math, -fopenmp-simd and a target with
 # wide vectors: without -march=native the forward loop runs ~5x slower than with it.
 # -fopenmp: at::parallel_for is a header template over OpenMP; without the flag it compiles
@@ -72,7 +75,7 @@ def _build_key() -> str:
     except OSError:
         info = [platform.machine(), platform.processor()]
     wanted = [line for line in info if line.startswith(("model name", "flags"))][:2]
-    key = "\n".join([*(wanted or info[:1]), str(_SOURCE)])
+    key = "\n".join([*(wanted or info[:1]), str(_CSRC)])
     return hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
@@ -82,17 +85,17 @@ def _build() -> ModuleType | None:
     try:
         from torch.utils.cpp_extension import load
 
-        module: ModuleType = load(f"recstream_recurrence_{_build_key()}", [str(_SOURCE)],
+        module: ModuleType = load(f"recstream_kernels_{_build_key()}", [str(p) for p in _SOURCES],
                                   extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"],
                                   verbose=False)
         return module
     except Exception as exc:  # any build problem: the Python loops do the same work
-        log.warning("C++ recurrence loops unavailable (%s); using the Python loops", exc)
+        log.warning("C++ kernels unavailable (%s); using the Python / ATen paths", exc)
         return None
 
 
 if __name__ == "__main__":  # `python -m models.modules._native`: build now (make install does)
     logging.basicConfig(level=logging.INFO)
     built = native()
-    print("C++ recurrence loops:", "built" if built is not None else
-          "unavailable; the Python loops will be used")
+    print("C++ kernels (GRU recurrence, DIN attention):", "built" if built is not None else
+          "unavailable; the Python / ATen paths will be used")

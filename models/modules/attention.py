@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from models.modules.activations import make_activation
+from models.modules.din_fused import fusable, fused_pooling
 
 
 class ActivationUnit(nn.Module):
@@ -87,6 +88,8 @@ class AttentionPooling(nn.Module):
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
+        if fusable(self.unit, self.softmax, self.training, keys, mask):
+            return fused_pooling(self.unit, query, keys, mask)  # (B, E) one C++ node
         w = self.weights(query, keys, mask)  # (B, T)
         return torch.bmm(w.unsqueeze(1), keys).squeeze(1)  # (B, E)
 

@@ -9,8 +9,8 @@
 // each step on one thread, with no synchronisation between steps: at batch 256 one
 // (256 x 32) @ (32 x 96) matmul is slower on two threads than on one, so splitting the rows
 // is what lets a second core help.
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <torch/extension.h>
 
 #include <algorithm>
 #include <cmath>
@@ -217,9 +217,4 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& att_i
     }
   });
   return {d_gx, d_att, d_gh.t().mm(prev), d_gh.sum(0)};  // one matmul for d_w_hh
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward_loop", &forward_loop, "FusedGRU forward recurrence");
-  m.def("backward", &backward, "FusedGRU backward");
 }

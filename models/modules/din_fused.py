@@ -1,0 +1,92 @@
+"""DIN attention pooling in training as one autograd node (C++, ``csrc/din_attention.cpp``).
+
+``AttentionPooling`` in training with the paper's unit (one hidden layer, Dice, no softmax)
+on CPU tensors runs through here: the activation unit's first layer, Dice with batch
+statistics over the real positions, the score and the weighted sum of the keys are one C++
+pass per batch row (the rows dealt to torch's threads), and the backward two more. The same
+function as the ATen path of ``models.modules.attention`` (tested to float rounding, and by
+``gradcheck``); that path remains for eval, GPUs, other configurations and where no C++
+build is possible (``models.modules._native``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from models.modules._native import native
+from models.modules.activations import Dice
+
+if TYPE_CHECKING:  # attention.py imports this module
+    from models.modules.attention import ActivationUnit
+
+
+class FusedDINPooling(torch.autograd.Function):
+    """interest (B, E) from c (B, H) = W_c q + bias, q (B, E), keys (B, T, E), mask (B, T),
+    w_k / w_p (E, H), Dice's alpha (H), the score's w2 (H) and b2 (1,).
+
+    Also returns Dice's batch mean and biased variance (H,) and the real-position count,
+    for the caller's running statistics (not differentiable).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, c: torch.Tensor, q: torch.Tensor, keys: torch.Tensor,
+                mask: torch.Tensor, w_k: torch.Tensor, w_p: torch.Tensor, alpha: torch.Tensor,
+                w2: torch.Tensor, b2: torch.Tensor, eps: float
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        ext = native()
+        assert ext is not None
+        b2v = float(b2)
+        out, hidden, gates, scores, mean, var, n = ext.din_forward(c, q, keys, mask, w_k, w_p,
+                                                                   alpha, w2, b2v, eps)
+        ctx.save_for_backward(q, keys, mask, w_k, w_p, alpha, w2, hidden, gates, scores, mean,
+                              var)
+        ctx.eps = eps
+        ctx.mark_non_differentiable(mean, var, n)
+        return out, mean, var, n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[Any, ...]:
+        ext = native()
+        assert ext is not None
+        d_c, d_q, d_keys, d_wk, d_wp, d_alpha, d_w2, d_b2 = ext.din_backward(
+            grad, *ctx.saved_tensors, ctx.eps)
+        return d_c, d_q, d_keys, None, d_wk, d_wp, d_alpha, d_w2, d_b2.reshape(1), None
+
+
+def fusable(unit: ActivationUnit, softmax: bool, training: bool, keys: torch.Tensor,
+            mask: torch.Tensor) -> bool:
+    """Whether the fused path computes this call: training, the paper's unit, CPU floats,
+    at least two real positions (Dice's batch statistics), a C++ build."""
+    return (training and not softmax and keys.device.type == "cpu"
+            and keys.dtype in (torch.float32, torch.float64)
+            and isinstance(unit.first_act, Dice) and len(unit.rest) == 1
+            and int(mask.sum()) >= 2 and native() is not None)
+
+
+def fused_pooling(unit: ActivationUnit, query: torch.Tensor, keys: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+    """``sum_t w(query, key_t) key_t`` (B, E) with ``unit`` (an ActivationUnit); updates the
+    running statistics of its Dice as the ATen path's BatchNorm does."""
+    w_q, w_k, w_d, w_p = unit.first.weight.split(unit.dim, dim=1)  # 4 x (H, E)
+    c = torch.addmm(unit.first.bias, query, (w_q + w_d).T)  # (B, H)
+    dice, last = unit.first_act, unit.rest[0]
+    assert isinstance(dice, Dice) and isinstance(last, nn.Linear)
+    out, mean, var, n = FusedDINPooling.apply(
+        c, query, keys, mask.contiguous(), (w_k - w_d).T, w_p.T, dice.alpha,
+        last.weight.reshape(-1), last.bias, dice.bn.eps)
+    bn = dice.bn
+    if bn.track_running_stats and bn.running_mean is not None and bn.running_var is not None:
+        with torch.no_grad():
+            m = bn.momentum if bn.momentum is not None else 0.1
+            count = float(n)
+            bn.running_mean.mul_(1 - m).add_(mean.to(bn.running_mean.dtype), alpha=m)
+            unbiased = var * (count / max(count - 1.0, 1.0))
+            bn.running_var.mul_(1 - m).add_(unbiased.to(bn.running_var.dtype), alpha=m)
+            if bn.num_batches_tracked is not None:
+                bn.num_batches_tracked.add_(1)
+    return out

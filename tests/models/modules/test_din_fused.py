@@ -1,0 +1,93 @@
+"""DIN's fused attention pooling (C++) against the ATen path it replaces in training."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.modules import _native
+from models.modules.attention import AttentionPooling
+from models.modules.din_fused import FusedDINPooling, fusable
+
+pytestmark = pytest.mark.skipif(_native.native() is None,
+                                reason="the C++ kernels are not built here (no compiler)")
+
+
+def _both(pool: AttentionPooling, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor,
+          weights: torch.Tensor) -> list[list[torch.Tensor]]:
+    """Output, input and parameter gradients, running statistics: fused, then ATen."""
+    results = []
+    for fused in (True, False):
+        model = copy.deepcopy(pool)
+        qq, kk = q.clone().requires_grad_(), k.clone().requires_grad_()
+        _native.use_native(fused)
+        try:
+            assert fusable(model.unit, model.softmax, model.training, kk, mask) == fused
+            out = model(qq, kk, mask)
+        finally:
+            _native.use_native(True)
+        (out * weights).sum().backward()
+        bn = model.unit.first_act.bn
+        results.append([out.detach(), qq.grad, kk.grad,
+                        *[p.grad for p in model.parameters()],
+                        bn.running_mean, bn.running_var])
+    return results
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.booleans(), min_size=7, max_size=7), min_size=2, max_size=9),
+       st.integers(0, 2**16))
+def test_fused_equals_aten_path_in_float64(rows: list[list[bool]], seed: int) -> None:
+    """Any mask (holes, empty rows): the same interest, gradients and running statistics."""
+    mask = torch.tensor(rows)
+    if int(mask.sum()) < 2:
+        return  # Dice's batch statistics need two real positions; neither path runs
+    torch.manual_seed(seed)
+    pool = AttentionPooling(5, (6,), "dice").double().train()
+    with torch.no_grad():
+        pool.unit.first_act.alpha.uniform_(-0.5, 0.5)
+    b = len(rows)
+    q, k = torch.randn(b, 5, dtype=torch.float64), torch.randn(b, 7, 5, dtype=torch.float64)
+    fused, aten = _both(pool, q, k, mask, torch.randn(b, 5, dtype=torch.float64))
+    for got, want in zip(fused, aten, strict=True):
+        assert torch.allclose(got, want, rtol=1e-9, atol=1e-11)
+
+
+def test_fused_equals_aten_path_at_training_sizes_in_float32() -> None:
+    torch.manual_seed(0)
+    pool = AttentionPooling(32, (36,), "dice").train()
+    lengths = torch.randint(0, 51, (256,))
+    mask = torch.arange(50) < lengths.unsqueeze(1)
+    q, k = torch.randn(256, 32), torch.randn(256, 50, 32)
+    fused, aten = _both(pool, q, k, mask, torch.randn(256, 32))
+    for got, want in zip(fused, aten, strict=True):  # float rounding of sums in other orders
+        assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max()) + 1e-6
+
+
+def test_fused_gradcheck() -> None:
+    torch.manual_seed(1)
+    b, t, e, h = 3, 4, 3, 2
+    mask = torch.tensor([[1, 1, 0, 1], [0, 0, 0, 0], [1, 0, 1, 1]], dtype=torch.bool)
+    args = [torch.randn(b, h), torch.randn(b, e), torch.randn(b, t, e), mask,
+            torch.randn(e, h), torch.randn(e, h), torch.rand(h), torch.randn(h),
+            torch.randn(1)]
+    args = [a.double().requires_grad_() if a.dtype != torch.bool else a for a in args]
+    assert torch.autograd.gradcheck(
+        lambda *a: FusedDINPooling.apply(*a, 1e-8)[0], tuple(args))
+
+
+@pytest.mark.parametrize("case", ["eval", "softmax", "two_layers", "prelu", "one_position"])
+def test_other_configurations_take_the_aten_path(case: str) -> None:
+    pool = AttentionPooling(4, (6, 3) if case == "two_layers" else (6,),
+                            "prelu" if case == "prelu" else "dice", softmax=case == "softmax")
+    pool.train(case != "eval")
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    if case == "one_position":
+        mask = torch.tensor([[True, False, False], [False, False, False]])
+    keys = torch.randn(2, 3, 4)
+    assert not fusable(pool.unit, pool.softmax, pool.training, keys, mask)
+    assert fusable(AttentionPooling(4, (6,)).unit, False, True, keys, torch.ones(2, 3).bool())
