@@ -17,6 +17,8 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels.h"
+
 namespace {
 
 struct Dims {

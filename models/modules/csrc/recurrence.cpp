@@ -16,6 +16,8 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels.h"
+
 // MKL (torch's BLAS on x86) would start threads of its own for each part's matmul inside
 // the parallel region (measured: forward 2.6 ms against 1.8 ms with MKL on one thread).
 // (mkl_service.h maps mkl_set_num_threads_local to this C entry; the lower-case symbol is

@@ -1,0 +1,28 @@
+// Entry points of the C++ kernels, bound to Python by bindings.cpp.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+void forward_loop(at::Tensor& gh_all, const at::Tensor& gx, const at::Tensor& att,
+                  const at::Tensor& w_hh, at::Tensor& states, at::Tensor& ru_all,
+                  at::Tensor& c_all, const std::vector<int64_t>& counts, int64_t kind,
+                  int64_t parts);
+std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& att_in,
+                                 const at::Tensor& w_hh, const at::Tensor& states,
+                                 const at::Tensor& ru, const at::Tensor& c,
+                                 const at::Tensor& gh, const std::vector<int64_t>& counts,
+                                 int64_t kind, int64_t parts);
+std::vector<at::Tensor> din_forward(const at::Tensor& c, const at::Tensor& q,
+                                    const at::Tensor& keys, const at::Tensor& mask,
+                                    const at::Tensor& w_k, const at::Tensor& w_p,
+                                    const at::Tensor& alpha, const at::Tensor& w2, double b2,
+                                    double eps);
+std::vector<at::Tensor> din_backward(const at::Tensor& grad, const at::Tensor& q,
+                                     const at::Tensor& keys, const at::Tensor& mask,
+                                     const at::Tensor& w_k, const at::Tensor& w_p,
+                                     const at::Tensor& alpha, const at::Tensor& w2,
+                                     const at::Tensor& hidden, const at::Tensor& gates,
+                                     const at::Tensor& score, const at::Tensor& mean,
+                                     const at::Tensor& var, double eps);
