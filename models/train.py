@@ -111,8 +111,9 @@ def _train(model: Ranker, samples: SampleSet, cfg: TrainConfig,
     opt, sched = _optimizer(model, params, cfg, cfg.epochs * n_batches)
     tensors = samples.tensors()
     negatives = isinstance(model, DIEN)
-    if negatives:
-        native()  # DIEN's C++ recurrence: built (once a machine) or loaded before the clock
+    # The C++ kernels (DIEN's recurrence, DIN's attention) are built (once a machine) or
+    # loaded before the clock: a first DIN run used to pay the load inside its timing.
+    native()
     n, seen, total_loss, steps = len(samples), 0, 0.0, 0
     start = time.perf_counter()
     for epoch in range(cfg.epochs):

@@ -29,11 +29,63 @@ Dims dims_of(const at::Tensor& keys, const at::Tensor& w_k) {
   return {keys.size(0), keys.size(1), keys.size(2), w_k.size(1)};
 }
 
-// G_b (E, H) = W_k' + diag(q_b) W_p'.
+// G_b = W_k' + diag(q_b) W_p' (E, H), written with row stride ``ld`` >= H (zero padded), or
+// transposed (H, E) with row stride ``ld`` >= E when ``transposed``.
 template <typename T>
-void gate_matrix(const T* q, const T* w_k, const T* w_p, T* g, int64_t e, int64_t h) {
+void gate_matrix(const T* q, const T* w_k, const T* w_p, T* g, int64_t e, int64_t h,
+                 int64_t ld, bool transposed) {
+  std::fill(g, g + (transposed ? h : e) * ld, T(0));
   for (int64_t i = 0; i < e; ++i) {
-    for (int64_t j = 0; j < h; ++j) g[i * h + j] = w_k[i * h + j] + q[i] * w_p[i * h + j];
+    for (int64_t j = 0; j < h; ++j) {
+      const T v = w_k[i * h + j] + q[i] * w_p[i * h + j];
+      g[transposed ? j * ld + i : i * ld + j] = v;
+    }
+  }
+}
+
+int64_t padded(int64_t n) { return (n + 7) / 8 * 8; }
+
+// out[:n] = init[:n] + sum_r x[r] m[r, :] for an (rows, W) matrix m: the W accumulators stay
+// in vector registers across the rows (W known at compile time, a multiple of 8).
+template <typename T, int W>
+void row_times(const T* x, int64_t rows, const T* m, const T* init, T* out, int64_t n) {
+  T acc[W];
+  for (int j = 0; j < W; ++j) acc[j] = (init != nullptr && j < n) ? init[j] : T(0);
+  for (int64_t r = 0; r < rows; ++r) {
+    const T xr = x[r];
+    const T* mr = m + r * W;
+#pragma omp simd
+    for (int j = 0; j < W; ++j) acc[j] += xr * mr[j];
+  }
+  for (int64_t j = 0; j < n; ++j) out[j] = acc[j];
+}
+
+// The same for any padded width (slower: the accumulators live in memory).
+template <typename T>
+void row_times_any(const T* x, int64_t rows, const T* m, const T* init, T* out, int64_t n,
+                   int64_t w) {
+  for (int64_t j = 0; j < n; ++j) out[j] = init != nullptr ? init[j] : T(0);
+  for (int64_t r = 0; r < rows; ++r) {
+    const T xr = x[r];
+    const T* mr = m + r * w;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) out[j] += xr * mr[j];
+  }
+}
+
+template <typename T>
+void row_times_w(const T* x, int64_t rows, const T* m, const T* init, T* out, int64_t n,
+                 int64_t w) {
+  switch (w) {
+    case 8: return row_times<T, 8>(x, rows, m, init, out, n);
+    case 16: return row_times<T, 16>(x, rows, m, init, out, n);
+    case 24: return row_times<T, 24>(x, rows, m, init, out, n);
+    case 32: return row_times<T, 32>(x, rows, m, init, out, n);
+    case 40: return row_times<T, 40>(x, rows, m, init, out, n);
+    case 48: return row_times<T, 48>(x, rows, m, init, out, n);
+    case 56: return row_times<T, 56>(x, rows, m, init, out, n);
+    case 64: return row_times<T, 64>(x, rows, m, init, out, n);
+    default: return row_times_any(x, rows, m, init, out, n, w);
   }
 }
 
@@ -62,22 +114,17 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
     const int64_t tid = at::get_thread_num();
     double* s1 = sums.data() + tid * 2 * d.h;
     double* s2 = s1 + d.h;
-    std::vector<T> g(d.e * d.h), l1(d.h), l2(d.h);  // one batch row's sums, in T
+    const int64_t ld = padded(d.h);
+    std::vector<T> g(d.e * ld), l1(d.h), l2(d.h);  // G_b; one batch row's sums, in T
     for (int64_t b = lo; b < hi; ++b) {
-      gate_matrix(q + b * d.e, w_k, w_p, g.data(), d.e, d.h);
+      gate_matrix(q + b * d.e, w_k, w_p, g.data(), d.e, d.h, ld, false);
       std::fill(l1.begin(), l1.end(), T(0));
       std::fill(l2.begin(), l2.end(), T(0));
       for (int64_t t = 0; t < d.t; ++t) {
         if (!mask[b * d.t + t]) continue;
         const T* k = keys + (b * d.t + t) * d.e;
         T* hn = hid + (b * d.t + t) * d.h;
-        for (int64_t j = 0; j < d.h; ++j) hn[j] = c[b * d.h + j];
-        for (int64_t i = 0; i < d.e; ++i) {
-          const T ki = k[i];
-          const T* gi = g.data() + i * d.h;
-#pragma omp simd
-          for (int64_t j = 0; j < d.h; ++j) hn[j] += ki * gi[j];
-        }
+        row_times_w(k, d.e, g.data(), c + b * d.h, hn, d.h, ld);  // c_b + k G_b
         T* a1 = l1.data();
         T* a2 = l2.data();
 #pragma omp simd
@@ -251,10 +298,11 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
     const int64_t tid = at::get_thread_num();
     T* d_wk = d_wk_part.data() + tid * d.e * d.h;
     T* d_wp = d_wp_part.data() + tid * d.e * d.h;
-    std::vector<T> g(d.e * d.h), dg(d.e * d.h), dh_v(d.h);
+    const int64_t ld = padded(d.e);
+    std::vector<T> g_t(d.h * ld), dg(d.e * d.h), dh_v(d.h);  // G_b transposed
     T* dh = dh_v.data();
     for (int64_t b = lo; b < hi; ++b) {
-      gate_matrix(q + b * d.e, w_k, w_p, g.data(), d.e, d.h);
+      gate_matrix(q + b * d.e, w_k, w_p, g_t.data(), d.e, d.h, ld, true);
       std::fill(dg.begin(), dg.end(), T(0));
       const T* gb = grad + b * d.e;
       T* dcb = d_c + b * d.h;
@@ -275,17 +323,14 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
         }
         const T s = score[n];
         T* dk = d_keys + n * d.e;
+        // dh G_b^T
+        row_times_w(dh, d.h, g_t.data(), static_cast<const T*>(nullptr), dk, d.e, ld);
         for (int64_t i = 0; i < d.e; ++i) {
-          const T* gi = g.data() + i * d.h;
           T* dgi = dg.data() + i * d.h;
           const T ki = k[i];
-          T acc = 0;
-#pragma omp simd reduction(+ : acc)
-          for (int64_t j = 0; j < d.h; ++j) {
-            acc += dh[j] * gi[j];
-            dgi[j] += ki * dh[j];
-          }
-          dk[i] = acc + s * gb[i];
+          dk[i] += s * gb[i];
+#pragma omp simd
+          for (int64_t j = 0; j < d.h; ++j) dgi[j] += ki * dh[j];
         }
       }
       if (!any) continue;
