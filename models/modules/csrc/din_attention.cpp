@@ -45,6 +45,33 @@ void gate_matrix(const T* q, const T* w_k, const T* w_p, T* g, int64_t e, int64_
 
 int64_t padded(int64_t n) { return (n + 7) / 8 * 8; }
 
+template <typename T>
+T dot(const T* a, const T* b, int64_t n) {
+  T acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+// dL/d(normalised h) of Dice a = h (alpha + p (1 - alpha)), p = sigmoid(normalised h).
+template <typename T>
+inline T dice_dx(T da, T h, T p, T alpha) {
+  return da * h * (T(1) - alpha) * p * (T(1) - p);
+}
+
+// offs[b] = the real positions of the rows before b (offs[B] = all of them): the buffers the
+// passes share hold real positions only, packed in row order (fresh memory costs page
+// faults: (B, T, H) buffers made the forward ~2x slower).
+std::vector<int64_t> real_offsets(const bool* mask, int64_t b, int64_t t) {
+  std::vector<int64_t> offs(b + 1, 0);
+  for (int64_t r = 0; r < b; ++r) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < t; ++i) n += mask[r * t + i] ? 1 : 0;
+    offs[r + 1] = offs[r] + n;
+  }
+  return offs;
+}
+
 // out[:n] = init[:n] + sum_r x[r] m[r, :] for an (rows, W) matrix m: the W accumulators stay
 // in vector registers across the rows (W known at compile time, a multiple of 8).
 template <typename T, int W>
@@ -97,15 +124,16 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
                                      double b2, double eps) {
   const Dims d = dims_of(keys_t, w_k_t);
   const auto opt = keys_t.options();
-  at::Tensor hid_t = at::empty({d.b, d.t, d.h}, opt);
+  const bool* mask = mask_t.data_ptr<bool>();
+  const std::vector<int64_t> offs = real_offsets(mask, d.b, d.t);
+  const int64_t n = offs[d.b];
+  at::Tensor hid_t = at::empty({n, d.h}, opt);
   at::Tensor out_t = at::zeros({d.b, d.e}, opt);
   const int64_t threads = at::get_num_threads();
   std::vector<double> sums(threads * 2 * d.h, 0.0);
-  std::vector<int64_t> counts(threads, 0);
   const T* c = c_t.data_ptr<T>();
   const T* q = q_t.data_ptr<T>();
   const T* keys = keys_t.data_ptr<T>();
-  const bool* mask = mask_t.data_ptr<bool>();
   const T* w_k = w_k_t.data_ptr<T>();
   const T* w_p = w_p_t.data_ptr<T>();
   T* hid = hid_t.data_ptr<T>();
@@ -120,10 +148,11 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
       gate_matrix(q + b * d.e, w_k, w_p, g.data(), d.e, d.h, ld, false);
       std::fill(l1.begin(), l1.end(), T(0));
       std::fill(l2.begin(), l2.end(), T(0));
+      int64_t m = offs[b];
       for (int64_t t = 0; t < d.t; ++t) {
         if (!mask[b * d.t + t]) continue;
         const T* k = keys + (b * d.t + t) * d.e;
-        T* hn = hid + (b * d.t + t) * d.h;
+        T* hn = hid + (m++) * d.h;
         row_times_w(k, d.e, g.data(), c + b * d.h, hn, d.h, ld);  // c_b + k G_b
         T* a1 = l1.data();
         T* a2 = l2.data();
@@ -132,7 +161,6 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
           a1[j] += hn[j];
           a2[j] += hn[j] * hn[j];
         }
-        ++counts[tid];
       }
       for (int64_t j = 0; j < d.h; ++j) {
         s1[j] += l1[j];
@@ -140,8 +168,6 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
       }
     }
   });
-  int64_t n = 0;
-  for (const int64_t k : counts) n += k;
   at::Tensor mean_t = at::zeros({d.h}, opt.dtype(at::kDouble));
   at::Tensor var_t = at::zeros({d.h}, opt.dtype(at::kDouble));
   double* mean = mean_t.data_ptr<double>();
@@ -164,8 +190,8 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
   const T* alpha = alpha_t.data_ptr<T>();
   const T* w2 = w2_t.data_ptr<T>();
   T* out = out_t.data_ptr<T>();
-  at::Tensor gates_t = at::empty({d.b, d.t, d.h}, opt);  // Dice's p at every real position
-  at::Tensor score_t = at::zeros({d.b, d.t}, opt);
+  at::Tensor gates_t = at::empty({n, d.h}, opt);  // Dice's p at every real position
+  at::Tensor score_t = at::empty({n}, opt);
   T* gates = gates_t.data_ptr<T>();
   T* score = score_t.data_ptr<T>();
   const T* mu_p = mu.data();
@@ -174,10 +200,11 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
   at::parallel_for(0, d.b, 8, [&](int64_t lo, int64_t hi) {
     for (int64_t b = lo; b < hi; ++b) {
       T* ob = out + b * d.e;
+      int64_t m = offs[b];
       for (int64_t t = 0; t < d.t; ++t) {
         if (!mask[b * d.t + t]) continue;
-        const T* hn = hid + (b * d.t + t) * d.h;
-        T* pn = gates + (b * d.t + t) * d.h;
+        const T* hn = hid + m * d.h;
+        T* pn = gates + m * d.h;
         T s = static_cast<T>(b2);
 #pragma omp simd reduction(+ : s)
         for (int64_t j = 0; j < d.h; ++j) {
@@ -185,7 +212,7 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
           pn[j] = p;
           s += hn[j] * (alpha[j] + p * (T(1) - alpha[j])) * w2[j];
         }
-        score[b * d.t + t] = s;
+        score[m++] = s;
         const T* k = keys + (b * d.t + t) * d.e;
         for (int64_t i = 0; i < d.e; ++i) ob[i] += s * k[i];
       }
@@ -223,12 +250,10 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
   }
   const T* mu_p = mu.data();
   const T* inv_p = inv.data();
-  at::Tensor d_dir_t = at::empty({d.b, d.t, d.h}, opt);  // dL/dh through Dice's gate, direct
-  at::Tensor d_xh_t = at::empty({d.b, d.t, d.h}, opt);   // dL/d(normalised h)
-  T* d_dir = d_dir_t.data_ptr<T>();
-  T* d_xh = d_xh_t.data_ptr<T>();
+  const std::vector<int64_t> offs = real_offsets(mask, d.b, d.t);
+  const int64_t n_real = offs[d.b];
   const int64_t threads = at::get_num_threads();
-  // Per thread: [d_alpha (H), d_w2 (H), sum d_xh (H), sum d_xh * xh (H), d_b2 (1)].
+  // Per thread: [d_alpha (H), d_w2 (H), sum dx (H), sum dx * xh (H), d_b2 (1)].
   const int64_t width = 4 * d.h + 1;
   std::vector<double> part(threads * width, 0.0);
   // Pass 1: the score's and Dice's gradients at every real position.
@@ -242,29 +267,21 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
     for (int64_t b = lo; b < hi; ++b) {
       std::fill(loc.begin(), loc.end(), T(0));
       const T* gb = grad + b * d.e;
+      int64_t m = offs[b];
       for (int64_t t = 0; t < d.t; ++t) {
         if (!mask[b * d.t + t]) continue;
-        const int64_t n = b * d.t + t;
-        const T* k = keys + n * d.e;
-        T ds = 0;
-#pragma omp simd reduction(+ : ds)
-        for (int64_t i = 0; i < d.e; ++i) ds += gb[i] * k[i];
+        const T ds = dot(gb, keys + (b * d.t + t) * d.e, d.e);  // dL/d(score)
         loc[4 * d.h] += ds;
-        const T* hn = hid + n * d.h;
-        const T* pn = gates + n * d.h;
-        T* dd = d_dir + n * d.h;
-        T* dxn = d_xh + n * d.h;
+        const T* hn = hid + m * d.h;
+        const T* pn = gates + (m++) * d.h;
 #pragma omp simd
         for (int64_t j = 0; j < d.h; ++j) {
           const T xh = (hn[j] - mu_p[j]) * inv_p[j];
           const T p = pn[j];
-          const T gate = alpha[j] + p * (T(1) - alpha[j]);
           const T da = ds * w2[j];
-          l_w2[j] += ds * hn[j] * gate;
+          l_w2[j] += ds * hn[j] * (alpha[j] + p * (T(1) - alpha[j]));
           l_al[j] += da * hn[j] * (T(1) - p);
-          dd[j] = da * gate;
-          const T dx = da * hn[j] * (T(1) - alpha[j]) * p * (T(1) - p);
-          dxn[j] = dx;
+          const T dx = dice_dx(da, hn[j], p, alpha[j]);
           l_dx[j] += dx;
           l_dxx[j] += dx * xh;
         }
@@ -276,8 +293,6 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
   for (int64_t tid = 0; tid < threads; ++tid) {
     for (int64_t j = 0; j < width; ++j) tot[j] += part[tid * width + j];
   }
-  int64_t n_real = 0;
-  for (int64_t i = 0; i < d.b * d.t; ++i) n_real += mask[i] ? 1 : 0;
   std::vector<T> m_dx(d.h), m_dxx(d.h);
   for (int64_t j = 0; j < d.h; ++j) {
     m_dx[j] = static_cast<T>(tot[2 * d.h + j] / static_cast<double>(n_real));
@@ -307,21 +322,26 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
       const T* gb = grad + b * d.e;
       T* dcb = d_c + b * d.h;
       bool any = false;
+      int64_t m = offs[b];
       for (int64_t t = 0; t < d.t; ++t) {
         if (!mask[b * d.t + t]) continue;
         any = true;
         const int64_t n = b * d.t + t;
         const T* k = keys + n * d.e;
-        const T* hn = hid + n * d.h;
-        const T* dd = d_dir + n * d.h;
-        const T* dxn = d_xh + n * d.h;
+        const T ds = dot(gb, k, d.e);  // pass 1's values again: cheaper than storing them
+        const T* hn = hid + m * d.h;
+        const T* pn = gates + m * d.h;
 #pragma omp simd
         for (int64_t j = 0; j < d.h; ++j) {
           const T xh = (hn[j] - mu_p[j]) * inv_p[j];
-          dh[j] = dd[j] + inv_p[j] * (dxn[j] - m_dx_p[j] - xh * m_dxx_p[j]);
+          const T p = pn[j];
+          const T da = ds * w2[j];
+          const T direct = da * (alpha[j] + p * (T(1) - alpha[j]));
+          const T dx = dice_dx(da, hn[j], p, alpha[j]);
+          dh[j] = direct + inv_p[j] * (dx - m_dx_p[j] - xh * m_dxx_p[j]);  // batch norm
           dcb[j] += dh[j];
         }
-        const T s = score[n];
+        const T s = score[m++];
         T* dk = d_keys + n * d.e;
         // dh G_b^T
         row_times_w(dh, d.h, g_t.data(), static_cast<const T*>(nullptr), dk, d.e, ld);
@@ -372,8 +392,8 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
 
 }  // namespace
 
-// interest (B, E), hidden (B, T, H), Dice's gates (B, T, H), scores (B, T), channel mean
-// and biased var (H, float64), real count. Only real positions of the (B, T, .) are set.
+// interest (B, E); at the N real positions in row order: hidden (N, H), Dice's gates (N, H),
+// scores (N,); channel mean and biased var (H, float64); N.
 std::vector<at::Tensor> din_forward(const at::Tensor& c, const at::Tensor& q,
                                     const at::Tensor& keys, const at::Tensor& mask,
                                     const at::Tensor& w_k, const at::Tensor& w_p,
