@@ -53,10 +53,29 @@ T dot(const T* a, const T* b, int64_t n) {
   return acc;
 }
 
-// dL/d(normalised h) of Dice a = h (alpha + p (1 - alpha)), p = sigmoid(normalised h).
+// Dice a = h * gate, gate = alpha + p (1 - alpha), p = sigmoid(normalised h).
+template <typename T>
+inline T dice_gate(T p, T alpha) {
+  return alpha + p * (T(1) - alpha);
+}
+
+// dL/d(normalised h) of Dice, from dL/da.
 template <typename T>
 inline T dice_dx(T da, T h, T p, T alpha) {
   return da * h * (T(1) - alpha) * p * (T(1) - p);
+}
+
+// Dice's normalisation in T: mu = mean, inv = 1 / sqrt(var + eps), from the float64 batch
+// statistics (the forward and the backward use the same values).
+template <typename T>
+void norm_params(const double* mean, const double* var, double eps, int64_t h,
+                 std::vector<T>& mu, std::vector<T>& inv) {
+  mu.resize(h);
+  inv.resize(h);
+  for (int64_t j = 0; j < h; ++j) {
+    mu[j] = static_cast<T>(mean[j]);
+    inv[j] = static_cast<T>(1.0 / std::sqrt(var[j] + eps));
+  }
 }
 
 // offs[b] = the real positions of the rows before b (offs[B] = all of them): the buffers the
@@ -182,11 +201,8 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
     mean[j] /= static_cast<double>(n);
     var[j] = std::max(0.0, var[j] / static_cast<double>(n) - mean[j] * mean[j]);  // biased
   }
-  std::vector<T> mu(d.h), inv(d.h);
-  for (int64_t j = 0; j < d.h; ++j) {
-    mu[j] = static_cast<T>(mean[j]);
-    inv[j] = static_cast<T>(1.0 / std::sqrt(var[j] + eps));
-  }
+  std::vector<T> mu, inv;
+  norm_params(mean, var, eps, d.h, mu, inv);
   const T* alpha = alpha_t.data_ptr<T>();
   const T* w2 = w2_t.data_ptr<T>();
   T* out = out_t.data_ptr<T>();
@@ -210,7 +226,7 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
         for (int64_t j = 0; j < d.h; ++j) {
           const T p = T(1) / (T(1) + std::exp(-(hn[j] - mu_p[j]) * inv_p[j]));
           pn[j] = p;
-          s += hn[j] * (alpha[j] + p * (T(1) - alpha[j])) * w2[j];
+          s += hn[j] * dice_gate(p, alpha[j]) * w2[j];
         }
         score[m++] = s;
         const T* k = keys + (b * d.t + t) * d.e;
@@ -243,11 +259,8 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
   const T* hid = hid_t.data_ptr<T>();
   const T* gates = gates_t.data_ptr<T>();
   const T* score = score_t.data_ptr<T>();
-  std::vector<T> mu(d.h), inv(d.h);
-  for (int64_t j = 0; j < d.h; ++j) {
-    mu[j] = static_cast<T>(mean_t.data_ptr<double>()[j]);
-    inv[j] = static_cast<T>(1.0 / std::sqrt(var_t.data_ptr<double>()[j] + eps));
-  }
+  std::vector<T> mu, inv;
+  norm_params(mean_t.data_ptr<double>(), var_t.data_ptr<double>(), eps, d.h, mu, inv);
   const T* mu_p = mu.data();
   const T* inv_p = inv.data();
   const std::vector<int64_t> offs = real_offsets(mask, d.b, d.t);
@@ -279,7 +292,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
           const T xh = (hn[j] - mu_p[j]) * inv_p[j];
           const T p = pn[j];
           const T da = ds * w2[j];
-          l_w2[j] += ds * hn[j] * (alpha[j] + p * (T(1) - alpha[j]));
+          l_w2[j] += ds * hn[j] * dice_gate(p, alpha[j]);
           l_al[j] += da * hn[j] * (T(1) - p);
           const T dx = dice_dx(da, hn[j], p, alpha[j]);
           l_dx[j] += dx;
@@ -336,7 +349,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
           const T xh = (hn[j] - mu_p[j]) * inv_p[j];
           const T p = pn[j];
           const T da = ds * w2[j];
-          const T direct = da * (alpha[j] + p * (T(1) - alpha[j]));
+          const T direct = da * dice_gate(p, alpha[j]);
           const T dx = dice_dx(da, hn[j], p, alpha[j]);
           dh[j] = direct + inv_p[j] * (dx - m_dx_p[j] - xh * m_dxx_p[j]);  // batch norm
           dcb[j] += dh[j];

@@ -27,6 +27,8 @@ extern "C" int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
 namespace {
 
 constexpr int64_t kGRU = 0;
+constexpr int64_t kAUGRU = 1;
+constexpr int64_t kAGRU = 2;
 
 // For the life of a part: autograd off and BLAS on this thread only. Autograd state is per
 // thread and an OpenMP worker does not inherit the caller's disabled grad mode: without the
@@ -45,8 +47,6 @@ class PartGuard {
   at::AutoDispatchBelowADInplaceOrView below_autograd_;
   int blas_;
 };
-constexpr int64_t kAUGRU = 1;
-constexpr int64_t kAGRU = 2;
 
 // The rows of ``step`` (n rows of a (N, C) tensor from row ``off``) whose rank is congruent
 // to ``k`` modulo ``parts``: a strided view, which BLAS reads and writes in place.
