@@ -82,11 +82,15 @@ def fused_pooling(unit: ActivationUnit, query: torch.Tensor, keys: torch.Tensor,
     bn = dice.bn
     if bn.track_running_stats and bn.running_mean is not None and bn.running_var is not None:
         with torch.no_grad():
-            m = bn.momentum if bn.momentum is not None else 0.1
+            tracked = bn.num_batches_tracked
+            if tracked is not None:
+                tracked.add_(1)
+            # BatchNorm's factor: its momentum, or a cumulative average when it has none
+            m: float = 0.1 if bn.momentum is None else bn.momentum  # (None, no count: 0.1)
+            if bn.momentum is None and tracked is not None:
+                m = 1.0 / float(tracked)
             count = float(n)
             bn.running_mean.mul_(1 - m).add_(mean.to(bn.running_mean.dtype), alpha=m)
             unbiased = var * (count / max(count - 1.0, 1.0))
             bn.running_var.mul_(1 - m).add_(unbiased.to(bn.running_var.dtype), alpha=m)
-            if bn.num_batches_tracked is not None:
-                bn.num_batches_tracked.add_(1)
     return out

@@ -91,3 +91,19 @@ def test_other_configurations_take_the_aten_path(case: str) -> None:
     keys = torch.randn(2, 3, 4)
     assert not fusable(pool.unit, pool.softmax, pool.training, keys, mask)
     assert fusable(AttentionPooling(4, (6,)).unit, False, True, keys, torch.ones(2, 3).bool())
+
+
+def test_running_statistics_follow_batchnorm_without_momentum() -> None:
+    """BatchNorm with ``momentum=None`` keeps a cumulative average; so does the fused path."""
+    torch.manual_seed(2)
+    pool = AttentionPooling(4, (5,), "dice").double().train()
+    pool.unit.first_act.bn.momentum = None
+    mask = torch.rand(6, 5) < 0.7
+    mask[0, :2] = True
+    for _ in range(2):  # the second step is where momentum and cumulative averages differ
+        q, k = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 5, 4, dtype=torch.float64)
+        fused, aten = _both(pool, q, k, mask, torch.randn(6, 4, dtype=torch.float64))
+        for got, want in zip(fused[-2:], aten[-2:], strict=True):
+            assert torch.allclose(got, want, rtol=1e-9, atol=1e-11)
+        pool.unit.first_act.bn.load_state_dict({"running_mean": fused[-2], "running_var": fused[-1],
+                                                "num_batches_tracked": torch.tensor(1)})
