@@ -8,9 +8,12 @@ earlier clicked items (most recent 50, oldest first), category = first genre, fi
 events train and the last 20% test. Ours and the peer train on the same samples, the same
 split, the same machine and settings (epochs, embedding dim, Adam lr 1e-3, batch size); ours
 with its recipe (the rate decayed linearly to 0, the bank's item term at Adam rate 0.3:
-``--lr-schedule``, ``--bias-lr``; DIEN's auxiliary loss at weight 10, ``--aux-weight``), the
-peer with its own fit (constant rate, no item term, its DIEN's auxiliary weight 1);
-train samples/s = samples trained / wall seconds of the fit call, for both. The peer
+``--lr-schedule``, ``--bias-lr``; DIEN's auxiliary loss at weight 10, ``--aux-weight``; the DIN
+paper's mini-batch aware L2 on the tables at 100, ``--mba-lambda``), the peer with its own fit
+(constant rate, no item term, its DIEN's auxiliary weight 1, its default embedding L2: 1e-6,
+WDL 1e-5);
+train samples/s = samples trained / wall seconds of the fit call, for both. glibc's allocator
+keeps freed memory (``models.allocator``) from the start, for both libraries. The peer
 (``pip install --no-deps deepctr-torch==0.3.0``) is optional; without it its fields are null.
 """
 
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.allocator import keep_freed_memory
 from models.bank import INIT_STD
 from models.data.movielens import load_movielens
 from models.data.samples import SampleSet, build_samples, time_split
@@ -188,6 +192,7 @@ def run_arch(arch: str, frame: Any, train: SampleSet, test: SampleSet, seeds: li
         model = build_model(arch, frame, dim=args.dim, init_std=args.init_std, **extra)
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           lr_schedule=args.lr_schedule, bias_lr=args.bias_lr,
+                          mba_lambda=args.mba_lambda,
                           device=args.device, seed=seed)
         stats = fit(model, train, cfg)
         ours.append({**evaluate(model, test), "train_seconds": stats["seconds"],
@@ -231,6 +236,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Adam rate of our first-order item term (library default: --lr)")
     p.add_argument("--aux-weight", type=float, default=10.0,
                    help="our DIEN's auxiliary loss weight (library default: 1)")
+    p.add_argument("--mba-lambda", type=float, default=100.0,
+                   help="our mini-batch aware L2 on the tables (library default: 0, off)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--models", default="base,din,dien")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
@@ -244,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # Process-wide and permanent: set before either library trains, so both run under it.
+    allocator = keep_freed_memory()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda asked but torch sees no CUDA device", file=sys.stderr)
         return 2
@@ -262,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
     rows = [run_arch(arch, frame, train, test, seeds, peer, args) for arch in archs]
     result = {
-        "models": rows, "targets": targets(rows), "machine": machine(args.device),
+        "models": rows, "targets": targets(rows),
+        "machine": machine(args.device) | {"malloc_keeps_freed_memory": allocator},
         "protocol": {"data": Path(args.data).name, "events": len(frame), "train": len(train),
                      "test": len(test), "label": "rating >= 4", "max_len": args.max_len,
                      "split": "first 80% of events by time train", "epochs": args.epochs,
@@ -270,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                      "batch_size": args.batch_size, "optimizer": "Adam",
                      "lr": args.lr, "lr_schedule": args.lr_schedule,
                      "bias_lr": args.bias_lr, "dien_aux_weight": args.aux_weight,
+                     "mba_lambda": args.mba_lambda,
                      "seeds": seeds, "peer": PEER if peer else None,
                      "aggregate": "metrics: mean over the seeds (*_std: standard deviation); "
                                   "speeds and seconds: median over the seeds (*_runs: "

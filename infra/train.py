@@ -31,6 +31,7 @@ class TrainSettings(BaseSettings):
     lr_schedule: Literal["constant", "linear"] = "constant"
     bias_lr: float | None = None  # the bank's first-order item term (None: lr)
     aux_weight: float | None = None  # DIEN's auxiliary loss weight (None: DIENConfig's)
+    mba_lambda: float = 0.0  # the DIN paper's mini-batch aware L2 on the bank (0: off)
     device: str = "cpu"
     seed: int = 0
     ml100k_dir: Path = Path("../shared/data/ml-100k")
@@ -55,10 +56,12 @@ def load_frame(source: str, n_events: int, data_dir: Path) -> pd.DataFrame:
 
 def train_full(frame: pd.DataFrame, s: TrainSettings) -> dict[str, Any]:
     """Full training (bank + top) on the first 80% by time; evaluate on the rest; save."""
+    from models.allocator import keep_freed_memory
     from models.data.samples import build_samples, time_split
     from models.registry import save_checkpoint
     from models.train import TrainConfig, build_model, evaluate, fit
 
+    keep_freed_memory()  # a training process: reuse each step's memory (models/allocator.py)
     start = time.perf_counter()
     samples = build_samples(frame, max_len=s.max_history)
     train, test = time_split(samples, train_frac=0.8)
@@ -66,7 +69,8 @@ def train_full(frame: pd.DataFrame, s: TrainSettings) -> dict[str, Any]:
                  else {})
     model = build_model(s.arch, frame, dim=s.dim, **overrides)
     cfg = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-                      lr_schedule=s.lr_schedule, bias_lr=s.bias_lr, device=s.device, seed=s.seed)
+                      lr_schedule=s.lr_schedule, bias_lr=s.bias_lr, mba_lambda=s.mba_lambda,
+                      device=s.device, seed=s.seed)
     fit(model, train, cfg)
     metrics = evaluate(model, test)
     save_checkpoint(model, s.out_dir)
