@@ -1,4 +1,4 @@
-"""Mini-batch aware regularization of the embedding tables (DIN paper, section 4.1, eq. 4).
+"""Mini-batch aware regularization of the embedding tables (DIN paper, section 4.3.1, eq. 4).
 
 An L2 penalty over all of a table's rows at every step would touch millions of rows that a
 mini-batch does not use. The paper charges a row only in the batches where it appears, scaled

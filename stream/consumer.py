@@ -36,7 +36,7 @@ from stream import metrics
 from stream.dlq import DeadLetter, validate
 from stream.events import EventRow, EventType, InvalidEvent
 from stream.failpoints import failpoint
-from stream.kafka import make_consumer, make_producer
+from stream.kafka import make_consumer, make_producer, may_have_lost_membership
 from stream.samplelog import SampleLog
 from stream.samples import JoinState, Sample
 from stream.sequences import apply_click
@@ -84,6 +84,10 @@ class _Batch:
     ok: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, outcome)
     dead: dict[int, list[Any]] = field(default_factory=dict)  # DLQ send futures by partition
     commits: dict[TopicPartition, OffsetAndMetadata] = field(default_factory=dict)
+
+
+class _Abandoned(Exception):
+    """The group may have moved this batch's partitions on: the rest is not written."""
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -152,7 +156,11 @@ class StreamConsumer:
                 self._apply(partition, rec.offset, event, batch)
             elif (join := self._parts[partition].join) is not None:
                 join.advance(rec.offset)  # in order: the next changelog record covers it
-        self._write(batch)
+        try:
+            self._write(batch)
+        except _Abandoned as stage:
+            self._abandon(polled, str(stage))
+            return n
         for (kind, outcome), count in batch.ok.items():
             metrics.EVENTS.labels(kind, outcome).inc(count)
         self.last_batch_seconds = time.perf_counter() - t0
@@ -229,11 +237,13 @@ class StreamConsumer:
         records it as done: the DLQ before the changelog's ``upto``, samples before their
         changelog record, the changelog before the commit.
         """
+        self._fence("samples")
         joins = {p: j for p in batch.touched if p in self._parts
                  and (j := self._parts[p].join) is not None}
         if batch.dead:
             self.samples.confirm_dead(batch.dead, joins)
         self.samples.emit(batch.samples, joins)
+        self._fence("feast")
         t0 = time.perf_counter()
         self._write_sequences(batch.changed)
         done = time.time()  # the new sequences are readable from here on
@@ -250,6 +260,26 @@ class StreamConsumer:
         failpoint("after_feast")
         self._commit(batch.commits)
         failpoint("after_commit")
+
+    def _fence(self, stage: str) -> None:
+        """Raise ``_Abandoned`` when the group may already have moved the partitions on."""
+        if may_have_lost_membership(self.consumer, self.cfg):
+            raise _Abandoned(stage)
+
+    def _abandon(self, polled: dict[TopicPartition, list[ConsumerRecord]], stage: str) -> None:
+        """Forget what the batch did in memory (caches and join state are rebuilt from Feast
+        and the changelog, as after a restart) and rewind to its first records, so that it is
+        replayed by this consumer if it still owns a partition, else by the new owner."""
+        log.warning("batch of %d records abandoned before the %s write: the group may have "
+                    "moved its partitions on; it is replayed",
+                    sum(map(len, polled.values())), stage)
+        metrics.ABANDONED.labels(stage).inc()
+        owned = self.consumer.assignment()
+        for tp, recs in polled.items():
+            if tp.partition in self._parts:
+                self._parts[tp.partition] = _Partition()
+            if tp in owned:
+                self.consumer.seek(tp, recs[0].offset)
 
     @retry(stop=stop_after_attempt(5), wait=wait_exponential(0.05, max=2), reraise=True)
     def _write_sequences(self, changed: dict[int, UserSequence]) -> None:

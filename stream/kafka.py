@@ -8,11 +8,13 @@ assignment takes over 20 s on Tansu, with these about 3 s.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import MemberState
 from pydantic import BaseModel, Field
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
@@ -92,6 +94,29 @@ def make_consumer(
     }
     opts.update(overrides)
     return KafkaConsumer(*topics, **opts)
+
+
+def may_have_lost_membership(consumer: KafkaConsumer, cfg: KafkaConfig,
+                             margin: float = 0.5) -> bool:
+    """Whether the group may already have given this member's partitions to another.
+
+    True when kafka-python's coordinator is not in a stable generation (it left the group or
+    is rejoining), or when more than ``margin`` of ``max_poll_interval_ms`` has passed since
+    the last poll, or of ``session_timeout_ms`` since the last heartbeat answer (a stalled
+    process: swapping, a stopped VM). The margin leaves time for the writes that follow the
+    check. Reads kafka-python's coordinator (``_coordinator``, pinned kafka-python 3.0); a
+    consumer without a group (no coordinator) never loses membership.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None or consumer.config.get("group_id") is None:
+        return False
+    if coordinator.state is not MemberState.STABLE or coordinator.need_rejoin():
+        return True
+    beat = coordinator.heartbeat
+    now = time.monotonic()
+    return (now - beat.last_poll > margin * cfg.max_poll_interval_ms / 1000
+            or now - max(beat.last_receive, beat.last_reset)
+            > margin * cfg.session_timeout_ms / 1000)
 
 
 @retry(

@@ -68,6 +68,11 @@ RESTORES = Counter(
     "recstream_stream_partition_restores_total",
     "Partitions whose state was rebuilt after an assignment (start, restart, rebalance)",
 )
+ABANDONED = Counter(
+    "recstream_stream_batches_abandoned_total",
+    "Micro-batches dropped before a write because the group may have moved the partitions on",
+    ["stage"],
+)
 
 
 def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:

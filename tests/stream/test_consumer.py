@@ -5,8 +5,10 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from stream import consumer as consumer_module
 from stream.consumer import StreamConsumer
@@ -119,3 +121,39 @@ def test_the_startup_heap_is_frozen_once_and_without_garbage(
     consumer_module._freeze_startup_heap()
     consumer_module._freeze_startup_heap()
     assert calls == ["collect", "freeze"]
+
+
+def test_a_member_that_may_have_lost_its_partitions_drops_and_replays_its_batch(
+        settings: StreamSettings) -> None:
+    """A consumer that stalls mid-batch for more than half of max_poll_interval_ms may be
+    about to lose its partitions: it writes nothing of that batch (no sample, changelog or
+    Feast row), rewinds, rebuilds its state as after a restart and replays the batch itself;
+    the end result equals the offline recomputation.
+
+    The stall (4 s of the 6 s interval) stays short of the group dropping the member: on
+    Tansu a member dropped by the poll timeout left the group rebalancing for over a minute
+    (kafka-python's SyncGroup answered "rebalance in progress" again and again, with or
+    without this check), so the two-member race itself could not be run here."""
+    settings.kafka.max_poll_records = 200
+    produce(events_from_frame(generate(2000, WORLD), id_prefix="z"), settings.kafka)
+    consumer = StreamConsumer(settings, client_id="stalled")
+    before = REGISTRY.get_sample_value("recstream_stream_batches_abandoned_total",
+                                       {"stage": "samples"}) or 0.0
+    try:
+        assert _wait(lambda: consumer.poll_once(timeout_ms=100) > 0
+                     and len(consumer.assigned()) == settings.kafka.partitions)
+        load = consumer._load_users
+
+        def stall_once(parsed: list[Any]) -> None:
+            consumer._load_users = load  # type: ignore[method-assign]
+            time.sleep(0.66 * settings.kafka.max_poll_interval_ms / 1000)
+            load(parsed)
+
+        consumer._load_users = stall_once  # type: ignore[method-assign]
+        assert consumer.poll_once(timeout_ms=1000) > 0
+        assert REGISTRY.get_sample_value("recstream_stream_batches_abandoned_total",
+                                         {"stage": "samples"}) == before + 1
+        drain([consumer], settings)
+    finally:
+        consumer.close()
+    assert_exact(verify(settings))
