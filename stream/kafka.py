@@ -97,15 +97,19 @@ def make_consumer(
 
 
 def may_have_lost_membership(consumer: KafkaConsumer, cfg: KafkaConfig,
-                             margin: float = 0.5) -> bool:
+                             poll_margin: float = 0.9, session_margin: float = 0.5) -> bool:
     """Whether the group may already have given this member's partitions to another.
 
-    True when kafka-python's coordinator is not in a stable generation (it left the group or
-    is rejoining), or when more than ``margin`` of ``max_poll_interval_ms`` has passed since
-    the last poll, or of ``session_timeout_ms`` since the last heartbeat answer (a stalled
-    process: swapping, a stopped VM). The margin leaves time for the writes that follow the
-    check. Reads kafka-python's coordinator (``_coordinator``, pinned kafka-python 3.0); a
-    consumer without a group (no coordinator) never loses membership.
+    True when kafka-python's coordinator is not in a stable generation (its heartbeat thread
+    left the group after ``max_poll_interval_ms`` without a poll, or it is rejoining), when
+    more than ``poll_margin`` of ``max_poll_interval_ms`` has passed since the last poll (the
+    group is about to drop it), or more than ``session_margin`` of ``session_timeout_ms``
+    since the last heartbeat answer (heartbeats go every ``heartbeat_interval_ms``: a gap
+    that long means the whole process stalled, swapping or a stopped VM, and the broker may
+    have dropped it). The poll margin is high on purpose: a batch slower than half the
+    interval is legitimate and must not be abandoned and replayed again and again. Reads
+    kafka-python's coordinator (``_coordinator``, pinned kafka-python 3.0); a consumer
+    without a group never loses membership.
     """
     coordinator = getattr(consumer, "_coordinator", None)
     if coordinator is None or consumer.config.get("group_id") is None:
@@ -114,9 +118,9 @@ def may_have_lost_membership(consumer: KafkaConsumer, cfg: KafkaConfig,
         return True
     beat = coordinator.heartbeat
     now = time.monotonic()
-    return (now - beat.last_poll > margin * cfg.max_poll_interval_ms / 1000
+    return (now - beat.last_poll > poll_margin * cfg.max_poll_interval_ms / 1000
             or now - max(beat.last_receive, beat.last_reset)
-            > margin * cfg.session_timeout_ms / 1000)
+            > session_margin * cfg.session_timeout_ms / 1000)
 
 
 @retry(

@@ -125,12 +125,12 @@ def test_the_startup_heap_is_frozen_once_and_without_garbage(
 
 def test_a_member_that_may_have_lost_its_partitions_drops_and_replays_its_batch(
         settings: StreamSettings) -> None:
-    """A consumer that stalls mid-batch for more than half of max_poll_interval_ms may be
-    about to lose its partitions: it writes nothing of that batch (no sample, changelog or
+    """A consumer that stalls mid-batch for over 90% of max_poll_interval_ms is about to
+    lose its partitions: it writes nothing of that batch (no sample, changelog or
     Feast row), rewinds, rebuilds its state as after a restart and replays the batch itself;
     the end result equals the offline recomputation.
 
-    The stall (4 s of the 6 s interval) stays short of the group dropping the member: on
+    The stall (5.6 s of the 6 s interval) stays short of the group dropping the member: on
     Tansu a member dropped by the poll timeout left the group rebalancing for over a minute
     (kafka-python's SyncGroup answered "rebalance in progress" again and again, with or
     without this check), so the two-member race itself could not be run here."""
@@ -146,7 +146,7 @@ def test_a_member_that_may_have_lost_its_partitions_drops_and_replays_its_batch(
 
         def stall_once(parsed: list[Any]) -> None:
             consumer._load_users = load  # type: ignore[method-assign]
-            time.sleep(0.66 * settings.kafka.max_poll_interval_ms / 1000)
+            time.sleep(0.93 * settings.kafka.max_poll_interval_ms / 1000)
             load(parsed)
 
         consumer._load_users = stall_once  # type: ignore[method-assign]
