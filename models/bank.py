@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.modules._native import native
+
 PAD_ROW = 0
 OOV_ROW = 1
 ITEM = "item"
@@ -65,6 +67,31 @@ class _Gather(torch.autograd.Function):
         out = grad.new_zeros(ctx.num_rows, grad.shape[1]).index_add_(0, rows, grad.contiguous())
         out[PAD_ROW] = 0.0
         return out, None
+
+
+class _PairGather(torch.autograd.Function):
+    """``[items[item_rows], cats[cat_rows]]`` (M, 2D) in one C++ pass (``csrc/gather.cpp``),
+    and both tables' gradients straight from the halves of the incoming gradient, the
+    padding row's zero: the same function as two ``_Gather`` and a ``cat``, without the cat's
+    strided copy and the copies and scatters of their backward."""
+
+    @staticmethod
+    def forward(ctx: Any, items: torch.Tensor, cats: torch.Tensor, item_rows: torch.Tensor,
+                cat_rows: torch.Tensor) -> torch.Tensor:
+        ext = native()
+        assert ext is not None
+        ctx.save_for_backward(item_rows, cat_rows)
+        ctx.sizes = (items.shape[0], cats.shape[0])
+        out: torch.Tensor = ext.pair_gather(items, cats, item_rows, cat_rows)
+        return out  # (M, 2D)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
+        ext = native()
+        assert ext is not None
+        item_rows, cat_rows = ctx.saved_tensors
+        d_items, d_cats = ext.pair_gather_backward(grad, item_rows, cat_rows, *ctx.sizes)
+        return d_items, d_cats, None, None
 
 
 def _dense_rows(vocab: torch.Tensor) -> torch.Tensor:
@@ -175,8 +202,7 @@ class EmbeddingBank(nn.Module):
         item_ids = torch.cat([batch[item].reshape(-1) for item, _ in keys])  # (M,)
         cat_ids = torch.cat([batch[cat].reshape(-1) for _, cat in keys])  # (M,)
         item_rows = self.rows(ITEM, item_ids, oov_dropout)  # (M,)
-        item_vecs: torch.Tensor = _Gather.apply(self.tables[ITEM].weight, item_rows)  # (M, D)
-        both = torch.cat([item_vecs, self.lookup(CAT, cat_ids)], dim=-1)  # (M, E)
+        both = self._pair(item_rows, self.rows(CAT, cat_ids))  # (M, E)
         parts = both.split(sizes)
         out = {"query": parts[0],  # (B, E)
                "hist": parts[1].reshape(*batch["hist_item_ids"].shape, self.out_dim),  # (B, T, E)
@@ -187,6 +213,17 @@ class EmbeddingBank(nn.Module):
         if len(parts) > 2:
             out["neg"] = parts[2].reshape(*batch["neg_item_ids"].shape, self.out_dim)  # (B, T, E)
         return out
+
+    def _pair(self, item_rows: torch.Tensor, cat_rows: torch.Tensor) -> torch.Tensor:
+        """``[item vector, category vector]`` (M, E) of row indices: in training on the CPU
+        one C++ pass (``_PairGather``), else two gathers and a cat (the same values)."""
+        items, cats = self.tables[ITEM].weight, self.tables[CAT].weight
+        if (torch.is_grad_enabled() and items.requires_grad and items.device.type == "cpu"
+                and items.dtype in (torch.float32, torch.float64) and native() is not None):
+            fused: torch.Tensor = _PairGather.apply(items, cats, item_rows, cat_rows)
+            return fused
+        return torch.cat([_Gather.apply(items, item_rows), _Gather.apply(cats, cat_rows)],
+                         dim=-1)  # (M, E)
 
     @property
     def out_dim(self) -> int:

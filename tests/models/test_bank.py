@@ -10,7 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.bank import DENSE_LOOKUP_MAX, OOV_ROW, PAD_ROW, EmbeddingBank
+from models.bank import DENSE_LOOKUP_MAX, OOV_ROW, PAD_ROW, EmbeddingBank, _PairGather
+from models.modules._native import native, use_native
 
 
 def bank() -> EmbeddingBank:
@@ -159,3 +160,56 @@ def test_bank_without_item_bias_embeds_none() -> None:
                    "hist_item_ids": torch.tensor([[2]]), "hist_cat_ids": torch.tensor([[1]]),
                    "hist_mask": torch.tensor([[True]])})
     assert b.item_bias is None and "bias" not in emb
+
+
+def _embed_and_grads(b: EmbeddingBank, batch: dict[str, torch.Tensor], upstream: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    for table in b.tables.values():
+        table.weight.grad = None
+    both = torch.cat([v.reshape(-1, 8) for k, v in b.embed(batch).items()
+                      if k in ("query", "hist", "neg")])  # (M, E)
+    (both * upstream[:len(both)]).sum().backward()
+    grads = [t.weight.grad for t in (b.tables["item"], b.tables["cat"])]
+    assert grads[0] is not None and grads[1] is not None
+    return both.detach(), grads[0].clone(), grads[1].clone()
+
+
+@settings(max_examples=30, deadline=None)
+@given(ids=st.lists(st.sampled_from([0, 7, 50, 900, 8, -1, 12345]), min_size=6, max_size=36),
+       cats=st.lists(st.sampled_from([0, 1, 3, 9, 77]), min_size=6, max_size=36),
+       seed=st.integers(0, 1000))
+def test_the_fused_pair_gather_equals_the_aten_path(ids: list[int], cats: list[int],
+                                                    seed: int) -> None:
+    """Training on the CPU embeds through one C++ pass (bank._PairGather): the same vectors
+    and the same table gradients (padding's zero) as two gathers and a cat, in float64."""
+    if native() is None:
+        pytest.skip("no C++ build on this machine")
+    n = min(len(ids), len(cats)) // 3 * 3
+    item, cat = torch.tensor(ids[:n]).reshape(3, -1), torch.tensor(cats[:n]).reshape(3, -1)
+    batch = {"item_id": item[0, :2], "cat_id": cat[0, :2],
+             "hist_item_ids": item[1:].reshape(2, -1), "hist_cat_ids": cat[1:].reshape(2, -1),
+             "hist_mask": torch.ones(2, item[1:].reshape(2, -1).shape[1], dtype=torch.bool),
+             "neg_item_ids": item[1:].reshape(2, -1).flip(1),
+             "neg_cat_ids": cat[1:].reshape(2, -1).flip(1)}
+    b = bank().double()
+    upstream = torch.randn(3 * n, 8, generator=torch.Generator().manual_seed(seed),
+                           dtype=torch.float64)
+    fused = _embed_and_grads(b, batch, upstream)
+    use_native(False)
+    try:
+        reference = _embed_and_grads(b, batch, upstream)
+    finally:
+        use_native(True)
+    assert torch.equal(fused[0], reference[0])
+    for ours, theirs in zip(fused[1:], reference[1:], strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+        assert not ours[PAD_ROW].any()
+
+
+def test_the_fused_pair_gather_passes_gradcheck() -> None:
+    if native() is None:
+        pytest.skip("no C++ build on this machine")
+    items = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    cats = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    item_rows, cat_rows = torch.tensor([1, 2, 2, 5, 3]), torch.tensor([1, 3, 3, 2, 1])
+    assert torch.autograd.gradcheck(_PairGather.apply, (items, cats, item_rows, cat_rows))

@@ -1,5 +1,6 @@
 // The Python module of the C++ kernels (models.modules._native): the GRU recurrence
-// (recurrence.cpp) and DIN's fused attention pooling (din_attention.cpp).
+// (recurrence.cpp), DIN's fused attention pooling (din_attention.cpp) and the bank's
+// [item, category] gather (gather.cpp).
 #include <torch/extension.h>
 
 #include "kernels.h"
@@ -9,4 +10,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward", &backward, "FusedGRU backward");
   m.def("din_forward", &din_forward, "DIN attention pooling, training forward");
   m.def("din_backward", &din_backward, "DIN attention pooling backward");
+  m.def("pair_gather", &pair_gather, "[item, category] vectors of row indices");
+  m.def("pair_gather_backward", &pair_gather_backward, "pair_gather's table gradients");
 }

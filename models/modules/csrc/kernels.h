@@ -26,3 +26,8 @@ std::vector<at::Tensor> din_backward(const at::Tensor& grad, const at::Tensor& q
                                      const at::Tensor& hidden, const at::Tensor& gates,
                                      const at::Tensor& score, const at::Tensor& mean,
                                      const at::Tensor& var, double eps);
+at::Tensor pair_gather(const at::Tensor& items, const at::Tensor& cats,
+                       const at::Tensor& item_rows, const at::Tensor& cat_rows);
+std::vector<at::Tensor> pair_gather_backward(const at::Tensor& grad, const at::Tensor& item_rows,
+                                             const at::Tensor& cat_rows, int64_t n_items,
+                                             int64_t n_cats);
