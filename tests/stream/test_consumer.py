@@ -131,9 +131,9 @@ def test_a_member_that_may_have_lost_its_partitions_drops_and_replays_its_batch(
     the end result equals the offline recomputation.
 
     The stall (5.6 s of the 6 s interval) stays short of the group dropping the member: on
-    Tansu a member dropped by the poll timeout left the group rebalancing for over a minute
-    (kafka-python's SyncGroup answered "rebalance in progress" again and again, with or
-    without this check), so the two-member race itself could not be run here."""
+    Tansu, when the dropped member was the group's leader, later generations keep naming it
+    leader and the group never settles (docs/stream.md, "A stalled member"), so the
+    two-member race itself cannot be run here."""
     settings.kafka.max_poll_records = 200
     produce(events_from_frame(generate(2000, WORLD), id_prefix="z"), settings.kafka)
     consumer = StreamConsumer(settings, client_id="stalled")
