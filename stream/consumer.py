@@ -135,7 +135,8 @@ class StreamConsumer:
 
     # -- one micro-batch ------------------------------------------------------------------
     def poll_once(self, timeout_ms: int = 200) -> int:
-        """Process one micro-batch; return the number of messages consumed."""
+        """Process one micro-batch; return the number of messages processed (0 when the
+        batch was abandoned, to be replayed: see ``_abandon``)."""
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.cfg.max_poll_records)
         self._restore_assigned()
         n = sum(len(recs) for recs in polled.values())
@@ -160,7 +161,7 @@ class StreamConsumer:
             self._write(batch)
         except _Abandoned as stage:
             self._abandon(polled, str(stage))
-            return n
+            return 0
         for (kind, outcome), count in batch.ok.items():
             metrics.EVENTS.labels(kind, outcome).inc(count)
         self.last_batch_seconds = time.perf_counter() - t0
