@@ -184,8 +184,9 @@ class EmbeddingBank(nn.Module):
     def items(self, item_ids: torch.Tensor, cat_ids: torch.Tensor,
               oov_dropout: float = 0.0) -> torch.Tensor:
         """Item representations (..., 2 * dim): ``[item vector, category vector]``."""
-        return torch.cat([self.lookup(ITEM, item_ids, oov_dropout),
-                          self.lookup(CAT, cat_ids)], dim=-1)
+        rows = self.rows(ITEM, item_ids, oov_dropout)
+        both = self._pair(rows.reshape(-1), self.rows(CAT, cat_ids).reshape(-1))  # (M, E)
+        return both.reshape(*rows.shape, self.out_dim)  # (..., E)
 
     def embed(self, batch: Mapping[str, torch.Tensor],
               oov_dropout: float = 0.0) -> dict[str, torch.Tensor]:

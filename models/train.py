@@ -115,8 +115,8 @@ def _train(model: Ranker, samples: SampleSet, cfg: TrainConfig,
     opt, sched = _optimizer(model, params, cfg, cfg.epochs * n_batches)
     tensors = samples.tensors()
     negatives = isinstance(model, DIEN)
-    # The C++ kernels (DIEN's recurrence, DIN's attention) are built (once a machine) or
-    # loaded before the clock: a first DIN run used to pay the load inside its timing.
+    # The C++ kernels (DIEN's recurrence, DIN's attention, the bank's gather) are built (once
+    # a machine) or loaded before the clock: a first DIN run used to pay the load inside it.
     native()
     n, seen, total_loss, steps = len(samples), 0, 0.0, 0
     start = time.perf_counter()
