@@ -10,6 +10,11 @@
 // batch rows are dealt to torch's intra-op threads; channel statistics and weight
 // gradients are summed from per-thread partials. The Python module keeps the same algebra
 // as ATen ops (ActivationUnit / AttentionPooling) for eval, GPUs and other configurations.
+//
+// Layout: every channel vector is padded with zeros to a multiple of 8 (HP >= H, EP >= E),
+// so each inner loop has a width known at compile time (the common sizes: 8..64) and runs
+// as whole vector registers with no scalar remainder; two positions share each load of the
+// gate matrix. A padded channel has h = 0, w2 = 0 and alpha = 0: it adds nothing anywhere.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -21,118 +26,203 @@
 
 namespace {
 
-struct Dims {
-  int64_t b, t, e, h;
-};
-
-Dims dims_of(const at::Tensor& keys, const at::Tensor& w_k) {
-  return {keys.size(0), keys.size(1), keys.size(2), w_k.size(1)};
-}
-
-// G_b = W_k' + diag(q_b) W_p' (E, H), written with row stride ``ld`` >= H (zero padded), or
-// transposed (H, E) with row stride ``ld`` >= E when ``transposed``.
-template <typename T>
-void gate_matrix(const T* q, const T* w_k, const T* w_p, T* g, int64_t e, int64_t h,
-                 int64_t ld, bool transposed) {
-  std::fill(g, g + (transposed ? h : e) * ld, T(0));
-  for (int64_t i = 0; i < e; ++i) {
-    for (int64_t j = 0; j < h; ++j) {
-      const T v = w_k[i * h + j] + q[i] * w_p[i * h + j];
-      g[transposed ? j * ld + i : i * ld + j] = v;
-    }
-  }
-}
-
 int64_t padded(int64_t n) { return (n + 7) / 8 * 8; }
 
-template <typename T>
-T dot(const T* a, const T* b, int64_t n) {
-  T acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
-  return acc;
-}
+// The real positions of a padded (B, T) mask, packed in row order: offs[b]..offs[b+1] index
+// pos (flat b * T + t). The buffers the passes share hold real positions only (fresh memory
+// costs page faults: (B, T, H) buffers made the forward ~2x slower).
+struct Real {
+  std::vector<int64_t> offs, pos;
+};
 
-// Dice a = h * gate, gate = alpha + p (1 - alpha), p = sigmoid(normalised h).
-template <typename T>
-inline T dice_gate(T p, T alpha) {
-  return alpha + p * (T(1) - alpha);
-}
-
-// dL/d(normalised h) of Dice, from dL/da.
-template <typename T>
-inline T dice_dx(T da, T h, T p, T alpha) {
-  return da * h * (T(1) - alpha) * p * (T(1) - p);
-}
-
-// Dice's normalisation in T: mu = mean, inv = 1 / sqrt(var + eps), from the float64 batch
-// statistics (the forward and the backward use the same values).
-template <typename T>
-void norm_params(const double* mean, const double* var, double eps, int64_t h,
-                 std::vector<T>& mu, std::vector<T>& inv) {
-  mu.resize(h);
-  inv.resize(h);
-  for (int64_t j = 0; j < h; ++j) {
-    mu[j] = static_cast<T>(mean[j]);
-    inv[j] = static_cast<T>(1.0 / std::sqrt(var[j] + eps));
+Real real_positions(const bool* mask, int64_t b, int64_t t) {
+  Real r;
+  r.offs.assign(b + 1, 0);
+  r.pos.reserve(b * t);
+  for (int64_t row = 0; row < b; ++row) {
+    for (int64_t i = 0; i < t; ++i) {
+      if (mask[row * t + i]) r.pos.push_back(row * t + i);
+    }
+    r.offs[row + 1] = static_cast<int64_t>(r.pos.size());
   }
+  return r;
 }
 
-// offs[b] = the real positions of the rows before b (offs[B] = all of them): the buffers the
-// passes share hold real positions only, packed in row order (fresh memory costs page
-// faults: (B, T, H) buffers made the forward ~2x slower).
-std::vector<int64_t> real_offsets(const bool* mask, int64_t b, int64_t t) {
-  std::vector<int64_t> offs(b + 1, 0);
-  for (int64_t r = 0; r < b; ++r) {
-    int64_t n = 0;
-    for (int64_t i = 0; i < t; ++i) n += mask[r * t + i] ? 1 : 0;
-    offs[r + 1] = offs[r] + n;
-  }
-  return offs;
+// (rows, cols) -> (rows, ld) with zero columns after cols.
+template <typename T>
+std::vector<T> pad_cols(const T* x, int64_t rows, int64_t cols, int64_t ld) {
+  std::vector<T> out(rows * ld, T(0));
+  for (int64_t r = 0; r < rows; ++r) std::copy(x + r * cols, x + (r + 1) * cols, &out[r * ld]);
+  return out;
 }
 
-// out[:n] = init[:n] + sum_r x[r] m[r, :] for an (rows, W) matrix m: the W accumulators stay
-// in vector registers across the rows (W known at compile time, a multiple of 8).
+// out_r[:W] = init[:W] + sum_i a_r[i] m[i, :W] for one or two rows a_r (length k) of an
+// (k, W) matrix m: the accumulators stay in vector registers, each load of m serves both.
 template <typename T, int W>
-void row_times(const T* x, int64_t rows, const T* m, const T* init, T* out, int64_t n) {
-  T acc[W];
-  for (int j = 0; j < W; ++j) acc[j] = (init != nullptr && j < n) ? init[j] : T(0);
-  for (int64_t r = 0; r < rows; ++r) {
-    const T xr = x[r];
-    const T* mr = m + r * W;
-#pragma omp simd
-    for (int j = 0; j < W; ++j) acc[j] += xr * mr[j];
+void rows_times(const T* __restrict a0, const T* __restrict a1, int64_t k,
+                const T* __restrict m, const T* __restrict init, T* __restrict o0,
+                T* __restrict o1) {
+  T acc0[W], acc1[W];
+  for (int j = 0; j < W; ++j) acc0[j] = acc1[j] = init != nullptr ? init[j] : T(0);
+  if (a1 != nullptr) {
+    for (int64_t i = 0; i < k; ++i) {
+      const T x0 = a0[i], x1 = a1[i];
+      const T* mi = m + i * W;
+      for (int j = 0; j < W; ++j) {
+        acc0[j] += x0 * mi[j];
+        acc1[j] += x1 * mi[j];
+      }
+    }
+    for (int j = 0; j < W; ++j) o1[j] = acc1[j];
+  } else {
+    for (int64_t i = 0; i < k; ++i) {
+      const T x0 = a0[i];
+      const T* mi = m + i * W;
+      for (int j = 0; j < W; ++j) acc0[j] += x0 * mi[j];
+    }
   }
-  for (int64_t j = 0; j < n; ++j) out[j] = acc[j];
+  for (int j = 0; j < W; ++j) o0[j] = acc0[j];
 }
 
 // The same for any padded width (slower: the accumulators live in memory).
 template <typename T>
-void row_times_any(const T* x, int64_t rows, const T* m, const T* init, T* out, int64_t n,
-                   int64_t w) {
-  for (int64_t j = 0; j < n; ++j) out[j] = init != nullptr ? init[j] : T(0);
-  for (int64_t r = 0; r < rows; ++r) {
-    const T xr = x[r];
-    const T* mr = m + r * w;
+void rows_times_any(const T* a0, const T* a1, int64_t k, const T* m, const T* init, T* o0,
+                    T* o1, int64_t w) {
+  for (int r = 0; r < 2; ++r) {
+    const T* a = r == 0 ? a0 : a1;
+    T* o = r == 0 ? o0 : o1;
+    if (a == nullptr) continue;
+    for (int64_t j = 0; j < w; ++j) o[j] = init != nullptr ? init[j] : T(0);
+    for (int64_t i = 0; i < k; ++i) {
+      const T x = a[i];
+      const T* mi = m + i * w;
 #pragma omp simd
-    for (int64_t j = 0; j < n; ++j) out[j] += xr * mr[j];
+      for (int64_t j = 0; j < w; ++j) o[j] += x * mi[j];
+    }
   }
 }
 
 template <typename T>
-void row_times_w(const T* x, int64_t rows, const T* m, const T* init, T* out, int64_t n,
-                 int64_t w) {
+void rows_times_w(const T* a0, const T* a1, int64_t k, const T* m, const T* init, T* o0,
+                  T* o1, int64_t w) {
   switch (w) {
-    case 8: return row_times<T, 8>(x, rows, m, init, out, n);
-    case 16: return row_times<T, 16>(x, rows, m, init, out, n);
-    case 24: return row_times<T, 24>(x, rows, m, init, out, n);
-    case 32: return row_times<T, 32>(x, rows, m, init, out, n);
-    case 40: return row_times<T, 40>(x, rows, m, init, out, n);
-    case 48: return row_times<T, 48>(x, rows, m, init, out, n);
-    case 56: return row_times<T, 56>(x, rows, m, init, out, n);
-    case 64: return row_times<T, 64>(x, rows, m, init, out, n);
-    default: return row_times_any(x, rows, m, init, out, n, w);
+    case 8: return rows_times<T, 8>(a0, a1, k, m, init, o0, o1);
+    case 16: return rows_times<T, 16>(a0, a1, k, m, init, o0, o1);
+    case 32: return rows_times<T, 32>(a0, a1, k, m, init, o0, o1);
+    case 40: return rows_times<T, 40>(a0, a1, k, m, init, o0, o1);
+    default: return rows_times_any(a0, a1, k, m, init, o0, o1, w);
   }
+}
+
+// float: the same with GCC/Clang vector types (8 lanes; AVX where the target has it), so the
+// 2 x W / 8 accumulators are registers by construction, not by the optimiser's choice.
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v8f_u __attribute__((vector_size(32), aligned(4)));  // unaligned access
+
+inline v8f load8(const float* p) { return *reinterpret_cast<const v8f_u*>(p); }
+inline void store8(float* p, v8f v) { *reinterpret_cast<v8f_u*>(p) = v; }
+
+template <int V>
+void rows_times_v(const float* __restrict a0, const float* __restrict a1, int64_t k,
+                  const float* __restrict m, const float* __restrict init,
+                  float* __restrict o0, float* __restrict o1) {
+  v8f acc0[V], acc1[V];
+  for (int v = 0; v < V; ++v) acc0[v] = acc1[v] = init != nullptr ? load8(init + 8 * v) : v8f{};
+  if (a1 != nullptr) {
+    for (int64_t i = 0; i < k; ++i) {
+      const float x0 = a0[i], x1 = a1[i];
+      const float* mi = m + i * 8 * V;
+      for (int v = 0; v < V; ++v) {
+        const v8f mv = load8(mi + 8 * v);
+        acc0[v] += x0 * mv;
+        acc1[v] += x1 * mv;
+      }
+    }
+    for (int v = 0; v < V; ++v) store8(o1 + 8 * v, acc1[v]);
+  } else {
+    for (int64_t i = 0; i < k; ++i) {
+      const float x0 = a0[i];
+      const float* mi = m + i * 8 * V;
+      for (int v = 0; v < V; ++v) acc0[v] += x0 * load8(mi + 8 * v);
+    }
+  }
+  for (int v = 0; v < V; ++v) store8(o0 + 8 * v, acc0[v]);
+}
+
+template <>
+void rows_times_w<float>(const float* a0, const float* a1, int64_t k, const float* m,
+                         const float* init, float* o0, float* o1, int64_t w) {
+  switch (w) {
+    case 8: return rows_times_v<1>(a0, a1, k, m, init, o0, o1);
+    case 16: return rows_times_v<2>(a0, a1, k, m, init, o0, o1);
+    case 24: return rows_times_v<3>(a0, a1, k, m, init, o0, o1);
+    case 32: return rows_times_v<4>(a0, a1, k, m, init, o0, o1);
+    case 40: return rows_times_v<5>(a0, a1, k, m, init, o0, o1);
+    case 48: return rows_times_v<6>(a0, a1, k, m, init, o0, o1);
+    default: return rows_times_any(a0, a1, k, m, init, o0, o1, w);
+  }
+}
+
+// G_b = W_k' + diag(q_b) W_p' (E, HP) from the padded (E, HP) weights, or its transpose
+// (HP, EP) when ``transposed`` (zero beyond E).
+template <typename T>
+void gate_matrix(const T* q, const T* w_k, const T* w_p, T* g, int64_t e, int64_t hp,
+                 int64_t ep, bool transposed) {
+  if (!transposed) {
+    for (int64_t i = 0; i < e; ++i) {
+      const T qi = q[i];
+#pragma omp simd
+      for (int64_t j = 0; j < hp; ++j) g[i * hp + j] = w_k[i * hp + j] + qi * w_p[i * hp + j];
+    }
+    return;
+  }
+  std::fill(g, g + hp * ep, T(0));
+  for (int64_t i = 0; i < e; ++i) {
+    for (int64_t j = 0; j < hp; ++j) g[j * ep + i] = w_k[i * hp + j] + q[i] * w_p[i * hp + j];
+  }
+}
+
+// The padded weights and Dice's normalisation, shared by the forward and the backward.
+template <typename T>
+struct Params {
+  int64_t b, t, e, h, ep, hp;
+  std::vector<T> w_k, w_p, alpha, w2, mu, inv;  // (E, HP) x 2, (HP) x 4
+
+  Params(const at::Tensor& keys, const at::Tensor& w_k_t, const at::Tensor& w_p_t,
+         const at::Tensor& alpha_t, const at::Tensor& w2_t)
+      : b(keys.size(0)), t(keys.size(1)), e(keys.size(2)), h(w_k_t.size(1)),
+        ep(padded(e)), hp(padded(h)),
+        w_k(pad_cols(w_k_t.data_ptr<T>(), e, h, hp)),
+        w_p(pad_cols(w_p_t.data_ptr<T>(), e, h, hp)),
+        alpha(pad_cols(alpha_t.data_ptr<T>(), 1, h, hp)),
+        w2(pad_cols(w2_t.data_ptr<T>(), 1, h, hp)), mu(hp, T(0)), inv(hp, T(1)) {}
+
+  // mu = mean, inv = 1 / sqrt(var + eps), from the float64 batch statistics.
+  void set_norm(const double* mean, const double* var, double eps) {
+    for (int64_t j = 0; j < h; ++j) {
+      mu[j] = static_cast<T>(mean[j]);
+      inv[j] = static_cast<T>(1.0 / std::sqrt(var[j] + eps));
+    }
+  }
+};
+
+// Dice and the score at one position over W channels: gates p (stored), the score.
+template <typename T, int W>
+T dice_score(const T* __restrict hn, const T* __restrict mu, const T* __restrict inv,
+             const T* __restrict alpha, const T* __restrict w2, T* __restrict pn, int64_t) {
+  T s = 0;
+  for (int j = 0; j < W; ++j) pn[j] = T(1) / (T(1) + std::exp(-(hn[j] - mu[j]) * inv[j]));
+  for (int j = 0; j < W; ++j) s += hn[j] * (alpha[j] + pn[j] * (T(1) - alpha[j])) * w2[j];
+  return s;
+}
+
+template <typename T, int>
+T dice_score_any(const T* hn, const T* mu, const T* inv, const T* alpha, const T* w2, T* pn,
+                 int64_t w) {
+  T s = 0;
+  for (int64_t j = 0; j < w; ++j) pn[j] = T(1) / (T(1) + std::exp(-(hn[j] - mu[j]) * inv[j]));
+  for (int64_t j = 0; j < w; ++j) s += hn[j] * (alpha[j] + pn[j] * (T(1) - alpha[j])) * w2[j];
+  return s;
 }
 
 template <typename T>
@@ -141,96 +231,87 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
                                      const at::Tensor& w_k_t, const at::Tensor& w_p_t,
                                      const at::Tensor& alpha_t, const at::Tensor& w2_t,
                                      double b2, double eps) {
-  const Dims d = dims_of(keys_t, w_k_t);
+  Params<T> p(keys_t, w_k_t, w_p_t, alpha_t, w2_t);
   const auto opt = keys_t.options();
-  const bool* mask = mask_t.data_ptr<bool>();
-  const std::vector<int64_t> offs = real_offsets(mask, d.b, d.t);
-  const int64_t n = offs[d.b];
-  at::Tensor hid_t = at::empty({n, d.h}, opt);
-  at::Tensor out_t = at::zeros({d.b, d.e}, opt);
+  const Real real = real_positions(mask_t.data_ptr<bool>(), p.b, p.t);
+  const int64_t n = static_cast<int64_t>(real.pos.size());
+  const std::vector<T> c = pad_cols(c_t.data_ptr<T>(), p.b, p.h, p.hp);
+  at::Tensor hid_t = at::empty({n, p.hp}, opt);  // (N, HP): padded channels are zero
+  at::Tensor out_t = at::zeros({p.b, p.e}, opt);
   const int64_t threads = at::get_num_threads();
-  std::vector<double> sums(threads * 2 * d.h, 0.0);
-  const T* c = c_t.data_ptr<T>();
+  std::vector<double> sums(threads * 2 * p.hp, 0.0);
   const T* q = q_t.data_ptr<T>();
   const T* keys = keys_t.data_ptr<T>();
-  const T* w_k = w_k_t.data_ptr<T>();
-  const T* w_p = w_p_t.data_ptr<T>();
   T* hid = hid_t.data_ptr<T>();
-  // Pass 1: first layer at every real position, and the channel sums of Dice's statistics.
-  at::parallel_for(0, d.b, 8, [&](int64_t lo, int64_t hi) {
-    const int64_t tid = at::get_thread_num();
-    double* s1 = sums.data() + tid * 2 * d.h;
-    double* s2 = s1 + d.h;
-    const int64_t ld = padded(d.h);
-    std::vector<T> g(d.e * ld), l1(d.h), l2(d.h);  // G_b; one batch row's sums, in T
+  // Pass 1: the first layer at every real position, two at a time, and the channel sums of
+  // Dice's statistics.
+  at::parallel_for(0, p.b, 8, [&](int64_t lo, int64_t hi) {
+    double* s1 = sums.data() + at::get_thread_num() * 2 * p.hp;
+    double* s2 = s1 + p.hp;
+    std::vector<T> g(p.e * p.hp), l1(p.hp), l2(p.hp);  // G_b; one batch row's sums, in T
     for (int64_t b = lo; b < hi; ++b) {
-      gate_matrix(q + b * d.e, w_k, w_p, g.data(), d.e, d.h, ld, false);
+      const int64_t m0 = real.offs[b], m1 = real.offs[b + 1];
+      if (m0 == m1) continue;
+      gate_matrix(q + b * p.e, p.w_k.data(), p.w_p.data(), g.data(), p.e, p.hp, p.ep, false);
+      for (int64_t m = m0; m < m1; m += 2) {
+        const bool two = m + 1 < m1;
+        rows_times_w(keys + real.pos[m] * p.e, two ? keys + real.pos[m + 1] * p.e : nullptr,
+                     p.e, g.data(), &c[b * p.hp], hid + m * p.hp,
+                     two ? hid + (m + 1) * p.hp : nullptr, p.hp);
+      }
       std::fill(l1.begin(), l1.end(), T(0));
       std::fill(l2.begin(), l2.end(), T(0));
-      int64_t m = offs[b];
-      for (int64_t t = 0; t < d.t; ++t) {
-        if (!mask[b * d.t + t]) continue;
-        const T* k = keys + (b * d.t + t) * d.e;
-        T* hn = hid + (m++) * d.h;
-        row_times_w(k, d.e, g.data(), c + b * d.h, hn, d.h, ld);  // c_b + k G_b
-        T* a1 = l1.data();
-        T* a2 = l2.data();
+      for (int64_t m = m0; m < m1; ++m) {
+        const T* hn = hid + m * p.hp;
 #pragma omp simd
-        for (int64_t j = 0; j < d.h; ++j) {
-          a1[j] += hn[j];
-          a2[j] += hn[j] * hn[j];
+        for (int64_t j = 0; j < p.hp; ++j) {
+          l1[j] += hn[j];
+          l2[j] += hn[j] * hn[j];
         }
       }
-      for (int64_t j = 0; j < d.h; ++j) {
+      for (int64_t j = 0; j < p.hp; ++j) {
         s1[j] += l1[j];
         s2[j] += l2[j];
       }
     }
   });
-  at::Tensor mean_t = at::zeros({d.h}, opt.dtype(at::kDouble));
-  at::Tensor var_t = at::zeros({d.h}, opt.dtype(at::kDouble));
+  at::Tensor mean_t = at::zeros({p.h}, opt.dtype(at::kDouble));
+  at::Tensor var_t = at::zeros({p.h}, opt.dtype(at::kDouble));
   double* mean = mean_t.data_ptr<double>();
   double* var = var_t.data_ptr<double>();
   for (int64_t tid = 0; tid < threads; ++tid) {
-    for (int64_t j = 0; j < d.h; ++j) {
-      mean[j] += sums[tid * 2 * d.h + j];
-      var[j] += sums[tid * 2 * d.h + d.h + j];
+    for (int64_t j = 0; j < p.h; ++j) {
+      mean[j] += sums[tid * 2 * p.hp + j];
+      var[j] += sums[tid * 2 * p.hp + p.hp + j];
     }
   }
-  for (int64_t j = 0; j < d.h; ++j) {
+  for (int64_t j = 0; j < p.h; ++j) {
     mean[j] /= static_cast<double>(n);
     var[j] = std::max(0.0, var[j] / static_cast<double>(n) - mean[j] * mean[j]);  // biased
   }
-  std::vector<T> mu, inv;
-  norm_params(mean, var, eps, d.h, mu, inv);
-  const T* alpha = alpha_t.data_ptr<T>();
-  const T* w2 = w2_t.data_ptr<T>();
-  T* out = out_t.data_ptr<T>();
-  at::Tensor gates_t = at::empty({n, d.h}, opt);  // Dice's p at every real position
+  p.set_norm(mean, var, eps);
+  at::Tensor gates_t = at::empty({n, p.hp}, opt);  // Dice's p at every real position
   at::Tensor score_t = at::empty({n}, opt);
   T* gates = gates_t.data_ptr<T>();
   T* score = score_t.data_ptr<T>();
-  const T* mu_p = mu.data();
-  const T* inv_p = inv.data();
+  T* out = out_t.data_ptr<T>();
+  auto score_fn = dice_score_any<T, 0>;
+  if (p.hp == 40) score_fn = dice_score<T, 40>;
+  if (p.hp == 32) score_fn = dice_score<T, 32>;
+  if (p.hp == 16) score_fn = dice_score<T, 16>;
+  if (p.hp == 8) score_fn = dice_score<T, 8>;
   // Pass 2: Dice, the score, and the weighted sum of the keys.
-  at::parallel_for(0, d.b, 8, [&](int64_t lo, int64_t hi) {
+  at::parallel_for(0, p.b, 8, [&](int64_t lo, int64_t hi) {
     for (int64_t b = lo; b < hi; ++b) {
-      T* ob = out + b * d.e;
-      int64_t m = offs[b];
-      for (int64_t t = 0; t < d.t; ++t) {
-        if (!mask[b * d.t + t]) continue;
-        const T* hn = hid + m * d.h;
-        T* pn = gates + m * d.h;
-        T s = static_cast<T>(b2);
-#pragma omp simd reduction(+ : s)
-        for (int64_t j = 0; j < d.h; ++j) {
-          const T p = T(1) / (T(1) + std::exp(-(hn[j] - mu_p[j]) * inv_p[j]));
-          pn[j] = p;
-          s += hn[j] * dice_gate(p, alpha[j]) * w2[j];
-        }
-        score[m++] = s;
-        const T* k = keys + (b * d.t + t) * d.e;
-        for (int64_t i = 0; i < d.e; ++i) ob[i] += s * k[i];
+      T* ob = out + b * p.e;
+      for (int64_t m = real.offs[b]; m < real.offs[b + 1]; ++m) {
+        const T s = static_cast<T>(b2) + score_fn(hid + m * p.hp, p.mu.data(), p.inv.data(),
+                                                  p.alpha.data(), p.w2.data(),
+                                                  gates + m * p.hp, p.hp);
+        score[m] = s;
+        const T* k = keys + real.pos[m] * p.e;
+#pragma omp simd
+        for (int64_t i = 0; i < p.e; ++i) ob[i] += s * k[i];
       }
     }
   });
@@ -246,57 +327,61 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
                                       const at::Tensor& hid_t, const at::Tensor& gates_t,
                                       const at::Tensor& score_t, const at::Tensor& mean_t,
                                       const at::Tensor& var_t, double eps) {
-  const Dims d = dims_of(keys_t, w_k_t);
+  Params<T> p(keys_t, w_k_t, w_p_t, alpha_t, w2_t);
+  p.set_norm(mean_t.data_ptr<double>(), var_t.data_ptr<double>(), eps);
   const auto opt = keys_t.options();
   const T* grad = grad_t.data_ptr<T>();
   const T* q = q_t.data_ptr<T>();
   const T* keys = keys_t.data_ptr<T>();
-  const bool* mask = mask_t.data_ptr<bool>();
-  const T* w_k = w_k_t.data_ptr<T>();
-  const T* w_p = w_p_t.data_ptr<T>();
-  const T* alpha = alpha_t.data_ptr<T>();
-  const T* w2 = w2_t.data_ptr<T>();
   const T* hid = hid_t.data_ptr<T>();
   const T* gates = gates_t.data_ptr<T>();
   const T* score = score_t.data_ptr<T>();
-  std::vector<T> mu, inv;
-  norm_params(mean_t.data_ptr<double>(), var_t.data_ptr<double>(), eps, d.h, mu, inv);
-  const T* mu_p = mu.data();
-  const T* inv_p = inv.data();
-  const std::vector<int64_t> offs = real_offsets(mask, d.b, d.t);
-  const int64_t n_real = offs[d.b];
+  const Real real = real_positions(mask_t.data_ptr<bool>(), p.b, p.t);
+  const int64_t n_real = static_cast<int64_t>(real.pos.size());
   const int64_t threads = at::get_num_threads();
-  // Per thread: [d_alpha (H), d_w2 (H), sum dx (H), sum dx * xh (H), d_b2 (1)].
-  const int64_t width = 4 * d.h + 1;
+  const int64_t hp = p.hp;
+  const T* mu = p.mu.data();
+  const T* inv = p.inv.data();
+  const T* alpha = p.alpha.data();
+  const T* w2 = p.w2.data();
+  // dL/d(score) at every real position, and dL/d(h) before the batch norm's correction.
+  std::vector<T> ds(n_real), dh(n_real * hp);
+  // Per thread: [d_alpha (HP), d_w2 (HP), sum dx (HP), sum dx * xh (HP), d_b2 (1)].
+  const int64_t width = 4 * hp + 1;
   std::vector<double> part(threads * width, 0.0);
   // Pass 1: the score's and Dice's gradients at every real position.
-  at::parallel_for(0, d.b, 8, [&](int64_t lo, int64_t hi) {
+  at::parallel_for(0, p.b, 8, [&](int64_t lo, int64_t hi) {
     double* acc = part.data() + at::get_thread_num() * width;
     std::vector<T> loc(width);  // one batch row's sums, in T
     T* l_al = loc.data();
-    T* l_w2 = l_al + d.h;
-    T* l_dx = l_w2 + d.h;
-    T* l_dxx = l_dx + d.h;
+    T* l_w2 = l_al + hp;
+    T* l_dx = l_w2 + hp;
+    T* l_dxx = l_dx + hp;
     for (int64_t b = lo; b < hi; ++b) {
       std::fill(loc.begin(), loc.end(), T(0));
-      const T* gb = grad + b * d.e;
-      int64_t m = offs[b];
-      for (int64_t t = 0; t < d.t; ++t) {
-        if (!mask[b * d.t + t]) continue;
-        const T ds = dot(gb, keys + (b * d.t + t) * d.e, d.e);  // dL/d(score)
-        loc[4 * d.h] += ds;
-        const T* hn = hid + m * d.h;
-        const T* pn = gates + (m++) * d.h;
+      const T* gb = grad + b * p.e;
+      for (int64_t m = real.offs[b]; m < real.offs[b + 1]; ++m) {
+        const T* k = keys + real.pos[m] * p.e;
+        T d = 0;
+#pragma omp simd reduction(+ : d)
+        for (int64_t i = 0; i < p.e; ++i) d += gb[i] * k[i];
+        ds[m] = d;
+        loc[4 * hp] += d;
+        const T* hn = hid + m * hp;
+        const T* pn = gates + m * hp;
+        T* dn = dh.data() + m * hp;
 #pragma omp simd
-        for (int64_t j = 0; j < d.h; ++j) {
-          const T xh = (hn[j] - mu_p[j]) * inv_p[j];
-          const T p = pn[j];
-          const T da = ds * w2[j];
-          l_w2[j] += ds * hn[j] * dice_gate(p, alpha[j]);
-          l_al[j] += da * hn[j] * (T(1) - p);
-          const T dx = dice_dx(da, hn[j], p, alpha[j]);
+        for (int64_t j = 0; j < hp; ++j) {
+          const T xh = (hn[j] - mu[j]) * inv[j];
+          const T pj = pn[j];
+          const T da = d * w2[j];
+          const T gate = alpha[j] + pj * (T(1) - alpha[j]);
+          l_w2[j] += d * hn[j] * gate;
+          l_al[j] += da * hn[j] * (T(1) - pj);
+          const T dx = da * hn[j] * (T(1) - alpha[j]) * pj * (T(1) - pj);
           l_dx[j] += dx;
           l_dxx[j] += dx * xh;
+          dn[j] = da * gate;  // the direct term; pass 2 adds the normalisation's
         }
       }
       for (int64_t j = 0; j < width; ++j) acc[j] += loc[j];
@@ -306,100 +391,107 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
   for (int64_t tid = 0; tid < threads; ++tid) {
     for (int64_t j = 0; j < width; ++j) tot[j] += part[tid * width + j];
   }
-  std::vector<T> m_dx(d.h), m_dxx(d.h);
-  for (int64_t j = 0; j < d.h; ++j) {
-    m_dx[j] = static_cast<T>(tot[2 * d.h + j] / static_cast<double>(n_real));
-    m_dxx[j] = static_cast<T>(tot[3 * d.h + j] / static_cast<double>(n_real));
+  std::vector<T> m_dx(hp), m_dxx(hp);
+  for (int64_t j = 0; j < hp; ++j) {
+    m_dx[j] = static_cast<T>(tot[2 * hp + j] / static_cast<double>(n_real));
+    m_dxx[j] = static_cast<T>(tot[3 * hp + j] / static_cast<double>(n_real));
   }
-  const T* m_dx_p = m_dx.data();
-  const T* m_dxx_p = m_dxx.data();
-  at::Tensor d_c_t = at::zeros({d.b, d.h}, opt);
-  at::Tensor d_q_t = at::zeros({d.b, d.e}, opt);
-  at::Tensor d_keys_t = at::zeros({d.b, d.t, d.e}, opt);
-  std::vector<T> d_wk_part(threads * d.e * d.h, T(0));
-  std::vector<T> d_wp_part(threads * d.e * d.h, T(0));
+  at::Tensor d_c_t = at::zeros({p.b, p.h}, opt);
+  at::Tensor d_q_t = at::zeros({p.b, p.e}, opt);
+  at::Tensor d_keys_t = at::zeros({p.b, p.t, p.e}, opt);
+  std::vector<T> d_wk_part(threads * p.e * hp, T(0));
+  std::vector<T> d_wp_part(threads * p.e * hp, T(0));
   T* d_c = d_c_t.data_ptr<T>();
   T* d_q = d_q_t.data_ptr<T>();
   T* d_keys = d_keys_t.data_ptr<T>();
-  // Pass 2: batch-norm backward, then the first layer's gradients.
-  at::parallel_for(0, d.b, 8, [&](int64_t lo, int64_t hi) {
+  const T* w_p = p.w_p.data();
+  int64_t nb_max = 1;
+  for (int64_t b = 0; b < p.b; ++b) nb_max = std::max(nb_max, real.offs[b + 1] - real.offs[b]);
+  // Pass 2: the batch norm's backward, then the first layer's gradients.
+  at::parallel_for(0, p.b, 8, [&](int64_t lo, int64_t hi) {
     const int64_t tid = at::get_thread_num();
-    T* d_wk = d_wk_part.data() + tid * d.e * d.h;
-    T* d_wp = d_wp_part.data() + tid * d.e * d.h;
-    const int64_t ld = padded(d.e);
-    std::vector<T> g_t(d.h * ld), dg(d.e * d.h), dh_v(d.h);  // G_b transposed
-    T* dh = dh_v.data();
+    T* d_wk = d_wk_part.data() + tid * p.e * hp;
+    T* d_wp = d_wp_part.data() + tid * p.e * hp;
+    std::vector<T> g_t(hp * p.ep), dg(p.e * hp), dc(hp), dk0(p.ep), dk1(p.ep);
+    std::vector<T> kt(p.e * nb_max);  // K_b transposed (E, real positions of b)
     for (int64_t b = lo; b < hi; ++b) {
-      gate_matrix(q + b * d.e, w_k, w_p, g_t.data(), d.e, d.h, ld, true);
-      std::fill(dg.begin(), dg.end(), T(0));
-      const T* gb = grad + b * d.e;
-      T* dcb = d_c + b * d.h;
-      bool any = false;
-      int64_t m = offs[b];
-      for (int64_t t = 0; t < d.t; ++t) {
-        if (!mask[b * d.t + t]) continue;
-        any = true;
-        const int64_t n = b * d.t + t;
-        const T* k = keys + n * d.e;
-        const T ds = dot(gb, k, d.e);  // pass 1's values again: cheaper than storing them
-        const T* hn = hid + m * d.h;
-        const T* pn = gates + m * d.h;
+      const int64_t m0 = real.offs[b], m1 = real.offs[b + 1];
+      if (m0 == m1) continue;
+      gate_matrix(q + b * p.e, p.w_k.data(), w_p, g_t.data(), p.e, hp, p.ep, true);
+      std::fill(dc.begin(), dc.end(), T(0));
+      const T* gb = grad + b * p.e;
+      for (int64_t m = m0; m < m1; ++m) {
+        const T* hn = hid + m * hp;
+        const T* pn = gates + m * hp;
+        T* dn = dh.data() + m * hp;
+        const T d = ds[m];
 #pragma omp simd
-        for (int64_t j = 0; j < d.h; ++j) {
-          const T xh = (hn[j] - mu_p[j]) * inv_p[j];
-          const T p = pn[j];
-          const T da = ds * w2[j];
-          const T direct = da * dice_gate(p, alpha[j]);
-          const T dx = dice_dx(da, hn[j], p, alpha[j]);
-          dh[j] = direct + inv_p[j] * (dx - m_dx_p[j] - xh * m_dxx_p[j]);  // batch norm
-          dcb[j] += dh[j];
+        for (int64_t j = 0; j < hp; ++j) {
+          const T xh = (hn[j] - mu[j]) * inv[j];
+          const T pj = pn[j];
+          const T dx = d * w2[j] * hn[j] * (T(1) - alpha[j]) * pj * (T(1) - pj);
+          dn[j] += inv[j] * (dx - m_dx[j] - xh * m_dxx[j]);  // the batch norm's backward
+          dc[j] += dn[j];
         }
-        const T s = score[m++];
-        T* dk = d_keys + n * d.e;
-        // dh G_b^T
-        row_times_w(dh, d.h, g_t.data(), static_cast<const T*>(nullptr), dk, d.e, ld);
-        for (int64_t i = 0; i < d.e; ++i) {
-          T* dgi = dg.data() + i * d.h;
-          const T ki = k[i];
-          dk[i] += s * gb[i];
+        const T* k = keys + real.pos[m] * p.e;
+        for (int64_t i = 0; i < p.e; ++i) kt[i * nb_max + (m - m0)] = k[i];
+      }
+      for (int64_t i = 0; i < p.e; i += 2) {  // dG_b = K_b^T dH_b, two rows of it at a time
+        const bool two = i + 1 < p.e;
+        rows_times_w(&kt[i * nb_max], two ? &kt[(i + 1) * nb_max] : nullptr, m1 - m0,
+                     dh.data() + m0 * hp, static_cast<const T*>(nullptr), dg.data() + i * hp,
+                     two ? dg.data() + (i + 1) * hp : nullptr, hp);
+      }
+      for (int64_t m = m0; m < m1; m += 2) {  // d_keys = dh G_b^T + s grad_b
+        const bool two = m + 1 < m1;
+        rows_times_w(dh.data() + m * hp, two ? dh.data() + (m + 1) * hp : nullptr, hp,
+                     g_t.data(), static_cast<const T*>(nullptr), dk0.data(), dk1.data(), p.ep);
+        for (int r = 0; r < (two ? 2 : 1); ++r) {
+          T* dk = d_keys + real.pos[m + r] * p.e;
+          const T* src = r == 0 ? dk0.data() : dk1.data();
+          const T s = score[m + r];
 #pragma omp simd
-          for (int64_t j = 0; j < d.h; ++j) dgi[j] += ki * dh[j];
+          for (int64_t i = 0; i < p.e; ++i) dk[i] = src[i] + s * gb[i];
         }
       }
-      if (!any) continue;
-      const T* qb = q + b * d.e;
-      for (int64_t i = 0; i < d.e; ++i) {
+      for (int64_t j = 0; j < p.h; ++j) d_c[b * p.h + j] = dc[j];
+      const T* qb = q + b * p.e;
+      for (int64_t i = 0; i < p.e; ++i) {
         T acc = 0;
-        const T* dgi = dg.data() + i * d.h;
-        const T* wpi = w_p + i * d.h;
-        T* dwk = d_wk + i * d.h;
-        T* dwp = d_wp + i * d.h;
+        const T* dgi = dg.data() + i * hp;
+        const T* wpi = w_p + i * hp;
+        T* dwk = d_wk + i * hp;
+        T* dwp = d_wp + i * hp;
         const T qi = qb[i];
 #pragma omp simd reduction(+ : acc)
-        for (int64_t j = 0; j < d.h; ++j) {
+        for (int64_t j = 0; j < hp; ++j) {
           dwk[j] += dgi[j];
           dwp[j] += qi * dgi[j];
           acc += dgi[j] * wpi[j];
         }
-        d_q[b * d.e + i] = acc;
+        d_q[b * p.e + i] = acc;
       }
     }
   });
-  at::Tensor d_wk_t = at::zeros({d.e, d.h}, opt);
-  at::Tensor d_wp_t = at::zeros({d.e, d.h}, opt);
+  at::Tensor d_wk_t = at::zeros({p.e, p.h}, opt);
+  at::Tensor d_wp_t = at::zeros({p.e, p.h}, opt);
+  T* d_wk_out = d_wk_t.data_ptr<T>();
+  T* d_wp_out = d_wp_t.data_ptr<T>();
   for (int64_t tid = 0; tid < threads; ++tid) {
-    for (int64_t i = 0; i < d.e * d.h; ++i) {
-      d_wk_t.data_ptr<T>()[i] += d_wk_part[tid * d.e * d.h + i];
-      d_wp_t.data_ptr<T>()[i] += d_wp_part[tid * d.e * d.h + i];
+    for (int64_t i = 0; i < p.e; ++i) {
+      for (int64_t j = 0; j < p.h; ++j) {
+        d_wk_out[i * p.h + j] += d_wk_part[(tid * p.e + i) * hp + j];
+        d_wp_out[i * p.h + j] += d_wp_part[(tid * p.e + i) * hp + j];
+      }
     }
   }
-  at::Tensor d_alpha_t = at::empty({d.h}, opt);
-  at::Tensor d_w2_t = at::empty({d.h}, opt);
-  for (int64_t j = 0; j < d.h; ++j) {
+  at::Tensor d_alpha_t = at::empty({p.h}, opt);
+  at::Tensor d_w2_t = at::empty({p.h}, opt);
+  for (int64_t j = 0; j < p.h; ++j) {
     d_alpha_t.data_ptr<T>()[j] = static_cast<T>(tot[j]);
-    d_w2_t.data_ptr<T>()[j] = static_cast<T>(tot[d.h + j]);
+    d_w2_t.data_ptr<T>()[j] = static_cast<T>(tot[hp + j]);
   }
-  at::Tensor d_b2_t = at::scalar_tensor(tot[4 * d.h], opt);
+  at::Tensor d_b2_t = at::scalar_tensor(tot[4 * hp], opt);
   return {d_c_t, d_q_t, d_keys_t, d_wk_t, d_wp_t, d_alpha_t, d_w2_t, d_b2_t};
 }
 

@@ -57,13 +57,18 @@ def test_fused_equals_aten_path_in_float64(rows: list[list[bool]], seed: int) ->
         assert torch.allclose(got, want, rtol=1e-9, atol=1e-11)
 
 
-def test_fused_equals_aten_path_at_training_sizes_in_float32() -> None:
+@pytest.mark.parametrize(("e", "h"), [(32, 36), (8, 16), (12, 20), (20, 44), (6, 60)])
+def test_fused_equals_aten_path_at_training_sizes_in_float32(e: int, h: int) -> None:
+    """The benchmark's sizes (E 32, H 36), and widths padded to each vector kernel
+    (8..48 channels) or past them (64: the generic loop)."""
     torch.manual_seed(0)
-    pool = AttentionPooling(32, (36,), "dice").train()
+    pool = AttentionPooling(e, (h,), "dice").train()
+    with torch.no_grad():
+        pool.unit.first_act.alpha.uniform_(-0.5, 0.5)
     lengths = torch.randint(0, 51, (256,))
     mask = torch.arange(50) < lengths.unsqueeze(1)
-    q, k = torch.randn(256, 32), torch.randn(256, 50, 32)
-    fused, aten = _both(pool, q, k, mask, torch.randn(256, 32))
+    q, k = torch.randn(256, e), torch.randn(256, 50, e)
+    fused, aten = _both(pool, q, k, mask, torch.randn(256, e))
     for got, want in zip(fused, aten, strict=True):  # float rounding of sums in other orders
         assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max()) + 1e-6
 
