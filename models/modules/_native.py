@@ -1,6 +1,7 @@
 """The optional C++ kernels (``csrc/``), compiled on first use: the GRU recurrence
-(``recurrence.cpp``), DIN's attention pooling in training (``din_attention.cpp``) and the
-bank's [item, category] gather in training (``gather.cpp``).
+(``recurrence.cpp``), DIN's attention pooling in training (``din_attention.cpp``), the
+bank's [item, category] gather in training (``gather.cpp``) and the top MLPs' Dice and
+dropout in training (``dice_dropout.cpp``).
 
 ``native()`` returns the compiled module, or None where it cannot be had: no C++ compiler or
 ninja, a failed build, or ``use_native(False)`` (tests compare both paths). It is built once
@@ -28,7 +29,7 @@ from types import ModuleType
 log = logging.getLogger(__name__)
 _CSRC = Path(__file__).resolve().parent / "csrc"
 _SOURCES = [_CSRC / "recurrence.cpp", _CSRC / "din_attention.cpp", _CSRC / "gather.cpp",
-            _CSRC / "bindings.cpp"]
+            _CSRC / "dice_dropout.cpp", _CSRC / "bindings.cpp"]
 # Vectorised exp/tanh (glibc's libmvec) need -ffast-math, -fopenmp-simd and a target with
 # wide vectors: without -march=native the forward loop runs ~5x slower than with it.
 # -fopenmp: at::parallel_for is a header template over OpenMP; without the flag it compiles
@@ -99,5 +100,5 @@ def _build() -> ModuleType | None:
 if __name__ == "__main__":  # `python -m models.modules._native`: build now (make install does)
     logging.basicConfig(level=logging.INFO)
     built = native()
-    print("C++ kernels (GRU recurrence, DIN attention, bank gather):",
+    print("C++ kernels (GRU recurrence, DIN attention, bank gather, Dice, dropout):",
           "built" if built is not None else "unavailable; the Python / ATen paths will be used")

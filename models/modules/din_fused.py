@@ -19,6 +19,7 @@ from torch.autograd.function import once_differentiable
 
 from models.modules._native import native
 from models.modules.activations import Dice
+from models.modules.fused import update_running_stats
 
 if TYPE_CHECKING:  # attention.py imports this module
     from models.modules.attention import ActivationUnit
@@ -79,18 +80,5 @@ def fused_pooling(unit: ActivationUnit, query: torch.Tensor, keys: torch.Tensor,
     out, mean, var, n = FusedDINPooling.apply(
         c, query, keys, mask.contiguous(), (w_k - w_d).T, w_p.T, dice.alpha,
         last.weight.reshape(-1), last.bias, dice.bn.eps)
-    bn = dice.bn
-    if bn.track_running_stats and bn.running_mean is not None and bn.running_var is not None:
-        with torch.no_grad():
-            tracked = bn.num_batches_tracked
-            if tracked is not None:
-                tracked.add_(1)
-            # BatchNorm's factor: its momentum, or a cumulative average when it has none
-            m: float = 0.1 if bn.momentum is None else bn.momentum  # (None, no count: 0.1)
-            if bn.momentum is None and tracked is not None:
-                m = 1.0 / float(tracked)
-            count = float(n)
-            bn.running_mean.mul_(1 - m).add_(mean.to(bn.running_mean.dtype), alpha=m)
-            unbiased = var * (count / max(count - 1.0, 1.0))
-            bn.running_var.mul_(1 - m).add_(unbiased.to(bn.running_var.dtype), alpha=m)
+    update_running_stats(dice.bn, mean, var, float(n))
     return out

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from models.modules.activations import make_activation
+from models.modules.dropout import Dropout
 
 
 class MLP(nn.Module):
@@ -25,7 +26,7 @@ class MLP(nn.Module):
         for size in hidden:
             layers += [nn.Linear(prev, size), make_activation(activation, size)]
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
             prev = size
         if out_dim is not None:
             layers.append(nn.Linear(prev, out_dim))

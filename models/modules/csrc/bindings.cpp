@@ -1,6 +1,6 @@
 // The Python module of the C++ kernels (models.modules._native): the GRU recurrence
 // (recurrence.cpp), DIN's fused attention pooling (din_attention.cpp) and the bank's
-// [item, category] gather (gather.cpp).
+// [item, category] gather (gather.cpp), the top MLPs' Dice and dropout (dice_dropout.cpp).
 #include <torch/extension.h>
 
 #include "kernels.h"
@@ -12,4 +12,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("din_backward", &din_backward, "DIN attention pooling backward");
   m.def("pair_gather", &pair_gather, "[item, category] vectors of row indices");
   m.def("pair_gather_backward", &pair_gather_backward, "pair_gather's table gradients");
+  m.def("dice_forward", &dice_forward, "Dice with batch statistics, training forward");
+  m.def("dice_backward", &dice_backward, "Dice backward");
+  m.def("dropout_forward", &dropout_forward, "dropout: output and the kept / (1 - p) mask");
 }

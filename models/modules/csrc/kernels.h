@@ -31,3 +31,9 @@ at::Tensor pair_gather(const at::Tensor& items, const at::Tensor& cats,
 std::vector<at::Tensor> pair_gather_backward(const at::Tensor& grad, const at::Tensor& item_rows,
                                              const at::Tensor& cat_rows, int64_t n_items,
                                              int64_t n_cats);
+std::vector<at::Tensor> dice_forward(const at::Tensor& x, const at::Tensor& alpha, double eps);
+std::vector<at::Tensor> dice_backward(const at::Tensor& grad, const at::Tensor& x,
+                                      const at::Tensor& p, const at::Tensor& alpha,
+                                      const at::Tensor& mean, const at::Tensor& var,
+                                      double eps);
+std::vector<at::Tensor> dropout_forward(const at::Tensor& x, double p);
