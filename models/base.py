@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import torch
 
 from models.bank import EmbeddingBank
+from models.modules.attention import masked_sum
 from models.modules.mlp import MLP
-from models.ranker import Ranker, TopNet, masked_sum
+from models.ranker import Ranker, TopNet
 
 
 @dataclass

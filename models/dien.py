@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import torch
 
 from models.bank import EmbeddingBank
-from models.modules.attention import ActivationUnit, BilinearAttention
+from models.modules.attention import ActivationUnit, BilinearAttention, masked_sum
 from models.modules.auxiliary import AuxiliaryNet, auxiliary_loss
 from models.modules.gru import GRU, AttentionalGRU
 from models.modules.mlp import MLP
 from models.modules.packing import Steps
-from models.ranker import Ranker, TopNet, masked_sum
+from models.ranker import Ranker, TopNet
 
 
 @dataclass

@@ -14,7 +14,7 @@ import torch
 from models.bank import EmbeddingBank
 from models.modules.attention import AttentionPooling
 from models.modules.mlp import MLP
-from models.ranker import Ranker, TopNet, masked_sum
+from models.ranker import Ranker, TopNet
 
 
 @dataclass
@@ -48,8 +48,7 @@ class DINTop(TopNet):
     def forward_with_aux(self, emb: dict[str, torch.Tensor]
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         query, hist, mask = emb["query"], emb["hist"], emb["mask"]
-        interest = self.attention(query, hist, mask)  # (B, E)
-        pooled = masked_sum(hist, mask)  # (B, E)
+        interest, pooled = self.attention.forward_with_sum(query, hist, mask)  # (B, E) x 2
         x = torch.cat([query, pooled, query * pooled, interest], dim=-1)  # (B, 4E)
         return self.mlp(x).squeeze(-1), x.new_zeros(())
 

@@ -28,11 +28,6 @@ class TopNet(nn.Module):
         return self.forward_with_aux(emb)[0]
 
 
-def masked_sum(hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum pooling (B, E) of hist (B, T, E) over real positions of mask (B, T)."""
-    return (hist * mask.unsqueeze(-1)).sum(dim=1)
-
-
 class Ranker(nn.Module):
     """An architecture: ``bank`` (EmbeddingBank) + ``top`` (TopNet) + its config ``cfg``."""
 

@@ -60,6 +60,11 @@ class ActivationUnit(nn.Module):
         return keys.new_zeros(b * t).index_copy(0, flat, scores).reshape(b, t)  # (B, T)
 
 
+def masked_sum(keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum pooling (B, E) of keys (B, T, E) over the real positions of mask (B, T)."""
+    return (keys * mask.unsqueeze(-1)).sum(dim=1)
+
+
 def masked_weights(scores: torch.Tensor, mask: torch.Tensor, softmax: bool) -> torch.Tensor:
     """Attention weights (B, T): zero at masked positions; softmax over real ones if asked.
 
@@ -88,10 +93,16 @@ class AttentionPooling(nn.Module):
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_sum(query, keys, mask)[0]
+
+    def forward_with_sum(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention-pooled interest (B, E) and the plain sum pooling (B, E) of the keys
+        (``masked_sum``): in CPU training one C++ node computes both."""
         if fusable(self.unit, self.softmax, self.training, keys, mask):
-            return fused_pooling(self.unit, query, keys, mask)  # (B, E) one C++ node
+            return fused_pooling(self.unit, query, keys, mask)
         w = self.weights(query, keys, mask)  # (B, T)
-        return torch.bmm(w.unsqueeze(1), keys).squeeze(1)  # (B, E)
+        return torch.bmm(w.unsqueeze(1), keys).squeeze(1), masked_sum(keys, mask)  # (B, E) x 2
 
 
 class BilinearAttention(nn.Module):

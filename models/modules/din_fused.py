@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # attention.py imports this module
 
 class FusedDINPooling(torch.autograd.Function):
     """interest (B, E) from c (B, H) = W_c q + bias, q (B, E), keys (B, T, E), mask (B, T),
-    w_k / w_p (E, H), Dice's alpha (H), the score's w2 (H) and b2 (1,).
+    w_k / w_p (E, H), Dice's alpha (H), the score's w2 (H) and b2 (1,); and the plain sum
+    of the keys over the real positions, pooled (B, E), which the same pass gets for free.
 
     Also returns Dice's batch mean and biased variance (H,) and the real-position count,
     for the caller's running statistics (not differentiable).
@@ -37,25 +38,26 @@ class FusedDINPooling(torch.autograd.Function):
     def forward(ctx: Any, c: torch.Tensor, q: torch.Tensor, keys: torch.Tensor,
                 mask: torch.Tensor, w_k: torch.Tensor, w_p: torch.Tensor, alpha: torch.Tensor,
                 w2: torch.Tensor, b2: torch.Tensor, eps: float
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, ...]:
         ext = native()
         assert ext is not None
         b2v = float(b2)
-        out, hidden, gates, scores, mean, var, n = ext.din_forward(c, q, keys, mask, w_k, w_p,
-                                                                   alpha, w2, b2v, eps)
+        out, pooled, hidden, gates, scores, mean, var, n = ext.din_forward(
+            c, q, keys, mask, w_k, w_p, alpha, w2, b2v, eps)
         ctx.save_for_backward(q, keys, mask, w_k, w_p, alpha, w2, hidden, gates, scores, mean,
                               var)
         ctx.eps = eps
         ctx.mark_non_differentiable(mean, var, n)
-        return out, mean, var, n
+        return out, pooled, mean, var, n
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[Any, ...]:
+    def backward(ctx: Any, grad: torch.Tensor, grad_pooled: torch.Tensor, *_: Any
+                 ) -> tuple[Any, ...]:
         ext = native()
         assert ext is not None
         d_c, d_q, d_keys, d_wk, d_wp, d_alpha, d_w2, d_b2 = ext.din_backward(
-            grad, *ctx.saved_tensors, ctx.eps)
+            grad, grad_pooled, *ctx.saved_tensors, ctx.eps)
         return d_c, d_q, d_keys, None, d_wk, d_wp, d_alpha, d_w2, d_b2.reshape(1), None
 
 
@@ -70,15 +72,16 @@ def fusable(unit: ActivationUnit, softmax: bool, training: bool, keys: torch.Ten
 
 
 def fused_pooling(unit: ActivationUnit, query: torch.Tensor, keys: torch.Tensor,
-                  mask: torch.Tensor) -> torch.Tensor:
-    """``sum_t w(query, key_t) key_t`` (B, E) with ``unit`` (an ActivationUnit); updates the
-    running statistics of its Dice as the ATen path's BatchNorm does."""
+                  mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sum_t w(query, key_t) key_t`` (B, E) with ``unit`` (an ActivationUnit) and
+    ``sum_t key_t`` (B, E) over the real positions; updates the running statistics of its
+    Dice as the ATen path's BatchNorm does."""
     w_q, w_k, w_d, w_p = unit.first.weight.split(unit.dim, dim=1)  # 4 x (H, E)
     c = torch.addmm(unit.first.bias, query, (w_q + w_d).T)  # (B, H)
     dice, last = unit.first_act, unit.rest[0]
     assert isinstance(dice, Dice) and isinstance(last, nn.Linear)
-    out, mean, var, n = FusedDINPooling.apply(
+    out, pooled, mean, var, n = FusedDINPooling.apply(
         c, query, keys, mask.contiguous(), (w_k - w_d).T, w_p.T, dice.alpha,
         last.weight.reshape(-1), last.bias, dice.bn.eps)
     update_running_stats(dice.bn, mean, var, float(n))
-    return out
+    return out, pooled

@@ -5,7 +5,7 @@
 //                                layer; c_b = W_c q_b + bias is computed by the caller)
 //   a_n = Dice(h_n)              batch statistics over the real positions, per channel
 //   s_n = <a_n, w2> + b2         the unit's score (no softmax: the DIN paper's default)
-//   interest_b = sum_n s_n k_n
+//   interest_b = sum_n s_n k_n,  pooled_b = sum_n k_n (the plain sum pooling, free here)
 // and the backward of all of it. Positions where mask is false are skipped (weight 0). The
 // batch rows are dealt to torch's intra-op threads; channel statistics and weight
 // gradients are summed from per-thread partials. The Python module keeps the same algebra
@@ -238,6 +238,7 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
   const std::vector<T> c = pad_cols(c_t.data_ptr<T>(), p.b, p.h, p.hp);
   at::Tensor hid_t = at::empty({n, p.hp}, opt);  // (N, HP): padded channels are zero
   at::Tensor out_t = at::zeros({p.b, p.e}, opt);
+  at::Tensor pooled_t = at::zeros({p.b, p.e}, opt);
   const int64_t threads = at::get_num_threads();
   std::vector<double> sums(threads * 2 * p.hp, 0.0);
   const T* q = q_t.data_ptr<T>();
@@ -295,6 +296,7 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
   T* gates = gates_t.data_ptr<T>();
   T* score = score_t.data_ptr<T>();
   T* out = out_t.data_ptr<T>();
+  T* pooled = pooled_t.data_ptr<T>();
   auto score_fn = dice_score_any<T, 0>;
   if (p.hp == 40) score_fn = dice_score<T, 40>;
   if (p.hp == 32) score_fn = dice_score<T, 32>;
@@ -304,6 +306,7 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
   at::parallel_for(0, p.b, 8, [&](int64_t lo, int64_t hi) {
     for (int64_t b = lo; b < hi; ++b) {
       T* ob = out + b * p.e;
+      T* pb = pooled + b * p.e;
       for (int64_t m = real.offs[b]; m < real.offs[b + 1]; ++m) {
         const T s = static_cast<T>(b2) + score_fn(hid + m * p.hp, p.mu.data(), p.inv.data(),
                                                   p.alpha.data(), p.w2.data(),
@@ -311,16 +314,20 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
         score[m] = s;
         const T* k = keys + real.pos[m] * p.e;
 #pragma omp simd
-        for (int64_t i = 0; i < p.e; ++i) ob[i] += s * k[i];
+        for (int64_t i = 0; i < p.e; ++i) {
+          ob[i] += s * k[i];
+          pb[i] += k[i];
+        }
       }
     }
   });
-  return {out_t, hid_t, gates_t, score_t, mean_t, var_t,
+  return {out_t, pooled_t, hid_t, gates_t, score_t, mean_t, var_t,
           at::scalar_tensor(n, opt.dtype(at::kLong))};
 }
 
 template <typename T>
-std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor& q_t,
+std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor& grad_pool_t,
+                                      const at::Tensor& q_t,
                                       const at::Tensor& keys_t, const at::Tensor& mask_t,
                                       const at::Tensor& w_k_t, const at::Tensor& w_p_t,
                                       const at::Tensor& alpha_t, const at::Tensor& w2_t,
@@ -331,6 +338,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
   p.set_norm(mean_t.data_ptr<double>(), var_t.data_ptr<double>(), eps);
   const auto opt = keys_t.options();
   const T* grad = grad_t.data_ptr<T>();
+  const T* grad_pool = grad_pool_t.data_ptr<T>();
   const T* q = q_t.data_ptr<T>();
   const T* keys = keys_t.data_ptr<T>();
   const T* hid = hid_t.data_ptr<T>();
@@ -398,7 +406,8 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
   }
   at::Tensor d_c_t = at::zeros({p.b, p.h}, opt);
   at::Tensor d_q_t = at::zeros({p.b, p.e}, opt);
-  at::Tensor d_keys_t = at::zeros({p.b, p.t, p.e}, opt);
+  at::Tensor d_keys_t = at::empty({p.b, p.t, p.e}, opt);  // padding rows zeroed below
+  const bool* mask = mask_t.data_ptr<bool>();
   std::vector<T> d_wk_part(threads * p.e * hp, T(0));
   std::vector<T> d_wp_part(threads * p.e * hp, T(0));
   T* d_c = d_c_t.data_ptr<T>();
@@ -415,6 +424,9 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
     std::vector<T> g_t(hp * p.ep), dg(p.e * hp), dc(hp), dk0(p.ep), dk1(p.ep);
     std::vector<T> kt(p.e * nb_max);  // K_b transposed (E, real positions of b)
     for (int64_t b = lo; b < hi; ++b) {
+      for (int64_t t = 0; t < p.t; ++t) {  // padding: no gradient
+        if (!mask[b * p.t + t]) std::fill_n(d_keys + (b * p.t + t) * p.e, p.e, T(0));
+      }
       const int64_t m0 = real.offs[b], m1 = real.offs[b + 1];
       if (m0 == m1) continue;
       gate_matrix(q + b * p.e, p.w_k.data(), w_p, g_t.data(), p.e, hp, p.ep, true);
@@ -442,7 +454,8 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
                      dh.data() + m0 * hp, static_cast<const T*>(nullptr), dg.data() + i * hp,
                      two ? dg.data() + (i + 1) * hp : nullptr, hp);
       }
-      for (int64_t m = m0; m < m1; m += 2) {  // d_keys = dh G_b^T + s grad_b
+      const T* gpb = grad_pool + b * p.e;
+      for (int64_t m = m0; m < m1; m += 2) {  // d_keys = dh G_b^T + s grad_b + grad_pooled_b
         const bool two = m + 1 < m1;
         rows_times_w(dh.data() + m * hp, two ? dh.data() + (m + 1) * hp : nullptr, hp,
                      g_t.data(), static_cast<const T*>(nullptr), dk0.data(), dk1.data(), p.ep);
@@ -451,7 +464,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
           const T* src = r == 0 ? dk0.data() : dk1.data();
           const T s = score[m + r];
 #pragma omp simd
-          for (int64_t i = 0; i < p.e; ++i) dk[i] = src[i] + s * gb[i];
+          for (int64_t i = 0; i < p.e; ++i) dk[i] = src[i] + s * gb[i] + gpb[i];
         }
       }
       for (int64_t j = 0; j < p.h; ++j) d_c[b * p.h + j] = dc[j];
@@ -497,7 +510,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
 
 }  // namespace
 
-// interest (B, E); at the N real positions in row order: hidden (N, H), Dice's gates (N, H),
+// interest (B, E), pooled (B, E); at the N real positions in row order: hidden (N, H), Dice's gates (N, H),
 // scores (N,); channel mean and biased var (H, float64); N.
 std::vector<at::Tensor> din_forward(const at::Tensor& c, const at::Tensor& q,
                                     const at::Tensor& keys, const at::Tensor& mask,
@@ -514,7 +527,8 @@ std::vector<at::Tensor> din_forward(const at::Tensor& c, const at::Tensor& q,
 }
 
 // d_c, d_q, d_keys, d_w_k, d_w_p, d_alpha, d_w2, d_b2.
-std::vector<at::Tensor> din_backward(const at::Tensor& grad, const at::Tensor& q,
+std::vector<at::Tensor> din_backward(const at::Tensor& grad, const at::Tensor& grad_pooled,
+                                     const at::Tensor& q,
                                      const at::Tensor& keys, const at::Tensor& mask,
                                      const at::Tensor& w_k, const at::Tensor& w_p,
                                      const at::Tensor& alpha, const at::Tensor& w2,
@@ -523,8 +537,8 @@ std::vector<at::Tensor> din_backward(const at::Tensor& grad, const at::Tensor& q
                                      const at::Tensor& var, double eps) {
   std::vector<at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(keys.scalar_type(), "din_backward", [&] {
-    out = backward_impl<scalar_t>(grad.contiguous(), q.contiguous(), keys.contiguous(),
-                                  mask.contiguous(), w_k.contiguous(), w_p.contiguous(),
+    out = backward_impl<scalar_t>(grad.contiguous(), grad_pooled.contiguous(), q.contiguous(),
+                                  keys.contiguous(), mask.contiguous(), w_k.contiguous(), w_p.contiguous(),
                                   alpha.contiguous(), w2.contiguous(), hidden, gates, score,
                                   mean, var, eps);
   });

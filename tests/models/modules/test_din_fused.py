@@ -19,7 +19,8 @@ pytestmark = pytest.mark.skipif(_native.native() is None,
 
 def _both(pool: AttentionPooling, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor,
           weights: torch.Tensor) -> list[list[torch.Tensor]]:
-    """Output, input and parameter gradients, running statistics: fused, then ATen."""
+    """Interest and sum pooling, input and parameter gradients (through both), running
+    statistics: fused, then ATen."""
     results = []
     for fused in (True, False):
         model = copy.deepcopy(pool)
@@ -27,12 +28,12 @@ def _both(pool: AttentionPooling, q: torch.Tensor, k: torch.Tensor, mask: torch.
         _native.use_native(fused)
         try:
             assert fusable(model.unit, model.softmax, model.training, kk, mask) == fused
-            out = model(qq, kk, mask)
+            out, pooled = model.forward_with_sum(qq, kk, mask)
         finally:
             _native.use_native(True)
-        (out * weights).sum().backward()
+        (out * weights + pooled * weights.flip(0)).sum().backward()
         bn = model.unit.first_act.bn
-        results.append([out.detach(), qq.grad, kk.grad,
+        results.append([out.detach(), pooled.detach(), qq.grad, kk.grad,
                         *[p.grad for p in model.parameters()],
                         bn.running_mean, bn.running_var])
     return results
@@ -82,7 +83,7 @@ def test_fused_gradcheck() -> None:
             torch.randn(1)]
     args = [a.double().requires_grad_() if a.dtype != torch.bool else a for a in args]
     assert torch.autograd.gradcheck(
-        lambda *a: FusedDINPooling.apply(*a, 1e-8)[0], tuple(args))
+        lambda *a: FusedDINPooling.apply(*a, 1e-8)[:2], tuple(args))
 
 
 @pytest.mark.parametrize("case", ["eval", "softmax", "two_layers", "prelu", "one_position"])
