@@ -71,17 +71,14 @@ class FusedDropout(torch.autograd.Function):
 def update_running_stats(bn: nn.BatchNorm1d, mean: torch.Tensor, var: torch.Tensor,
                          count: float) -> None:
     """What ``bn`` does to its running statistics in a training step whose batch had this
-    (biased) mean and variance over ``count`` values a channel."""
+    (biased) mean and variance over ``count`` values a channel (one C++ call)."""
     if not bn.track_running_stats or bn.running_mean is None or bn.running_var is None:
         return
-    with torch.no_grad():
-        tracked = bn.num_batches_tracked
-        if tracked is not None:
-            tracked.add_(1)
-        # BatchNorm's factor: its momentum, or a cumulative average when it has none
-        m: float = 0.1 if bn.momentum is None else bn.momentum  # (None, no count: 0.1)
-        if bn.momentum is None and tracked is not None:
-            m = 1.0 / float(tracked)
-        bn.running_mean.mul_(1 - m).add_(mean.to(bn.running_mean.dtype), alpha=m)
-        unbiased = var * (count / max(count - 1.0, 1.0))
-        bn.running_var.mul_(1 - m).add_(unbiased.to(bn.running_var.dtype), alpha=m)
+    tracked = bn.num_batches_tracked
+    if tracked is not None:
+        tracked.add_(1)
+    # BatchNorm's factor: its momentum, or a cumulative average when it has none
+    m: float = 0.1 if bn.momentum is None else bn.momentum  # (None, no count: 0.1)
+    if bn.momentum is None and tracked is not None:
+        m = 1.0 / float(tracked)
+    _ext().bn_running_update(bn.running_mean, bn.running_var, mean, var, m, count)

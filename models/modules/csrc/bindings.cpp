@@ -14,5 +14,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pair_gather_backward", &pair_gather_backward, "pair_gather's table gradients");
   m.def("dice_forward", &dice_forward, "Dice with batch statistics, training forward");
   m.def("dice_backward", &dice_backward, "Dice backward");
+  m.def("bn_running_update", &bn_running_update, "BatchNorm running statistics, in place");
   m.def("dropout_forward", &dropout_forward, "dropout: output and the kept / (1 - p) mask");
 }

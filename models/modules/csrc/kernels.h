@@ -38,3 +38,6 @@ std::vector<at::Tensor> dice_backward(const at::Tensor& grad, const at::Tensor& 
                                       const at::Tensor& mean, const at::Tensor& var,
                                       double eps);
 std::vector<at::Tensor> dropout_forward(const at::Tensor& x, double p);
+void bn_running_update(at::Tensor& running_mean, at::Tensor& running_var,
+                       const at::Tensor& mean, const at::Tensor& var, double momentum,
+                       double count);
