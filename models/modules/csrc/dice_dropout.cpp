@@ -203,7 +203,8 @@ std::vector<at::Tensor> dice_backward(const at::Tensor& grad, const at::Tensor& 
                                       double eps) {
   std::vector<at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dice_backward", [&] {
-    out = dice_backward_impl<scalar_t>(grad.contiguous(), x, p, alpha.contiguous(), mean, var,
+    out = dice_backward_impl<scalar_t>(grad.contiguous(), x.contiguous(), p.contiguous(),
+                                       alpha.contiguous(), mean.contiguous(), var.contiguous(),
                                        eps);
   });
   return out;

@@ -60,6 +60,18 @@ def test_fused_dice_equals_aten_at_training_sizes_in_float32(h: int) -> None:
         assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max()) + 1e-6
 
 
+def test_fused_dice_takes_a_strided_batch() -> None:
+    """A transposed (non-contiguous) input: the same values and gradients as ATen."""
+    torch.manual_seed(5)
+    dice = Dice(9).double().train()
+    with torch.no_grad():
+        dice.alpha.uniform_(-0.5, 0.5)
+    x = torch.randn(9, 30, dtype=torch.float64).T  # (30, 9), strided
+    fused, aten = _dice_both(dice, x, torch.randn(30, 9, dtype=torch.float64))
+    for got, want in zip(fused, aten, strict=True):
+        assert torch.allclose(got, want, rtol=1e-7, atol=1e-8)
+
+
 def test_fused_dice_gradcheck() -> None:
     torch.manual_seed(3)
     x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
