@@ -13,8 +13,8 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
-	# The C++ kernels (GRU recurrence, DIN attention), built once here (~60 s) rather than in
-	# the first training run.
+	# The C++ kernels (GRU recurrence, DIN attention, gather, Dice, dropout), built once here
+	# (~60 s) rather than in the first training run.
 	$(PY) -m models.modules._native
 	touch $(STAMP)
 
