@@ -161,8 +161,17 @@ class EmbeddingBank(nn.Module):
         return out
 
     def rows(self, name: str, ids: torch.Tensor, oov_dropout: float = 0.0) -> torch.Tensor:
-        """Row indices (same shape as ids) of raw ids: 0 padding, 1 OOV, 2.. vocabulary."""
+        """Row indices (same shape as ids) of raw ids: 0 padding, 1 OOV, 2.. vocabulary.
+
+        ``oov_dropout``: the probability that a real id is sent to the OOV row. On the CPU
+        with the C++ kernels the dense-table case is one pass (``csrc/gather.cpp``); its OOV
+        draws come from the kernels' hash, seeded from torch's default generator.
+        """
         dense = getattr(self, f"dense_{name}", None)
+        ext = native() if ids.device.type == "cpu" and ids.dtype == torch.int64 else None
+        if dense is not None and ext is not None:  # one C++ pass, OOV dropout included
+            out: torch.Tensor = ext.dense_rows(ids, dense, oov_dropout, OOV_ROW)
+            return out
         if dense is not None:  # one gather: ids <= 0 -> padding, ids past the table -> OOV
             rows = dense[ids.clamp(0, len(dense) - 1)].long()
         else:

@@ -61,10 +61,36 @@ def test_freeze_turns_gradients_off() -> None:
        ids=st.lists(st.integers(-5, 6000), min_size=1, max_size=60))
 def test_dense_lookup_and_searchsorted_give_the_same_rows(vocab: list[int], ids: list[int]
                                                           ) -> None:
+    """The dense table through C++ (where built), through ATen, and searchsorted agree."""
     b = EmbeddingBank({"item": vocab, "cat": [1]}, dim=2)
     dense = b.rows("item", torch.tensor(ids))
+    use_native(False)
+    try:
+        assert torch.equal(b.rows("item", torch.tensor(ids)), dense)
+    finally:
+        use_native(True)
     del b.dense_item  # no dense table: the searchsorted path
     assert torch.equal(b.rows("item", torch.tensor(ids)), dense)
+
+
+@pytest.mark.parametrize("p", [0.01, 0.3])
+def test_oov_dropout_rate_and_what_it_never_touches(p: float) -> None:
+    """Real ids go to the OOV row at rate p (within 5 standard deviations); padding and
+    ids already OOV are left alone; the draws repeat under torch.manual_seed."""
+    b = bank()
+    ids = torch.tensor([50, 7, 0, -2, 12345] * 40000)
+    torch.manual_seed(3)
+    rows = b.rows("item", ids, oov_dropout=p)
+    again = b.rows("item", ids, oov_dropout=p)
+    torch.manual_seed(3)
+    assert torch.equal(b.rows("item", ids, oov_dropout=p), rows)
+    assert not torch.equal(again, rows)
+    clean = b.rows("item", ids)
+    real = ids > 0
+    dropped = (rows != clean) & real
+    n = int((real & (clean != OOV_ROW)).sum())
+    assert abs(int(dropped.sum()) - n * p) < 5 * (n * p * (1 - p)) ** 0.5
+    assert torch.equal(rows[~real], clean[~real]) and bool((rows[dropped] == OOV_ROW).all())
 
 
 @settings(max_examples=30, deadline=None)

@@ -12,6 +12,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("din_backward", &din_backward, "DIN attention pooling backward");
   m.def("pair_gather", &pair_gather, "[item, category] vectors of row indices");
   m.def("pair_gather_backward", &pair_gather_backward, "pair_gather's table gradients");
+  m.def("dense_rows", &dense_rows, "the bank's rows of ids through its dense table");
   m.def("dice_forward", &dice_forward, "Dice with batch statistics, training forward");
   m.def("dice_backward", &dice_backward, "Dice backward");
   m.def("bn_running_update", &bn_running_update, "BatchNorm running statistics, in place");

@@ -160,17 +160,6 @@ std::vector<at::Tensor> dice_backward_impl(const at::Tensor& g_t, const at::Tens
   return {dx_t, d_alpha_t};
 }
 
-// A 32-bit integer hash (Wellons' "lowbias32"): bijective, well mixed, and only 32-bit
-// multiplies, so eight lanes run at once under AVX2.
-inline uint32_t hash32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7feb352dU;
-  x ^= x >> 15;
-  x *= 0x846ca68bU;
-  x ^= x >> 16;
-  return x;
-}
-
 // scale[i] = 1 / (1 - p) if element i is kept, else 0; out = x * scale. Element i of a call
 // is kept when hash32(hash32(i ^ k0) ^ k1) >= p * 2^32, (k0, k1) the call's seed.
 template <typename T>
@@ -186,6 +175,12 @@ void dropout_pass(const T* __restrict x, T* __restrict scale_out, T* __restrict 
 }
 
 }  // namespace
+
+uint64_t draw_seed() {
+  auto* gen = at::check_generator<at::CPUGeneratorImpl>(at::detail::getDefaultCPUGenerator());
+  std::lock_guard<std::mutex> lock(gen->mutex_);
+  return gen->random64();
+}
 
 std::vector<at::Tensor> dice_forward(const at::Tensor& x, const at::Tensor& alpha, double eps) {
   TORCH_CHECK(x.dim() == 2 && x.size(0) >= 2 && alpha.numel() == x.size(1),
@@ -215,12 +210,7 @@ std::vector<at::Tensor> dropout_forward(const at::Tensor& x_in, double p) {
   TORCH_CHECK(p >= 0.0 && p < 1.0, "dropout_forward: 0 <= p < 1");
   TORCH_CHECK(x_in.numel() < (int64_t(1) << 32), "dropout_forward: at most 2^32 elements");
   const at::Tensor x = x_in.contiguous();
-  uint64_t seed;
-  {
-    auto* gen = at::check_generator<at::CPUGeneratorImpl>(at::detail::getDefaultCPUGenerator());
-    std::lock_guard<std::mutex> lock(gen->mutex_);
-    seed = gen->random64();
-  }
+  const uint64_t seed = draw_seed();
   const auto k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
   const auto cut = static_cast<uint32_t>(std::min(std::ldexp(p, 32), 4294967295.0));
   at::Tensor scale_t = at::empty_like(x);

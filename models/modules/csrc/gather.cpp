@@ -1,5 +1,5 @@
 // The bank's item representations [item vector, category vector] in one pass, and their
-// gradient: models.bank._PairGather in C++.
+// gradient: models.bank._PairGather in C++; and the rows of raw ids (dense_rows, below).
 //
 // Forward: out[m] = [items[item_rows[m]], cats[cat_rows[m]]] (M, 2D), written row by row,
 // instead of two index_selects and a cat along the last dimension (a strided copy of every
@@ -12,6 +12,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "kernels.h"
@@ -86,4 +87,39 @@ std::vector<at::Tensor> pair_gather_backward(const at::Tensor& grad_in,
     std::fill(dc, dc + d, scalar_t(0));
   });
   return {d_items, d_cats};
+}
+
+// The bank's row of every id through its dense table (int32, entry 0 padding, the last entry
+// OOV): ids below 0 read entry 0, ids past the table its last entry; then, with probability
+// oov_p, a real id (> 0) is sent to ``oov_row`` (OOV dropout, drawn from the shared hash).
+// One pass where ATen took a clamp, a gather, a cast and, for OOV dropout, torch.rand over
+// every id (~0.17 ms for a DIN batch's 13k ids) and three element-wise ops.
+at::Tensor dense_rows(const at::Tensor& ids_in, const at::Tensor& table_in, double oov_p,
+                      int64_t oov_row) {
+  TORCH_CHECK(ids_in.scalar_type() == at::kLong && table_in.scalar_type() == at::kInt &&
+                  table_in.dim() == 1 && table_in.numel() > 0,
+              "dense_rows: int64 ids and a non-empty int32 table");
+  TORCH_CHECK(oov_p >= 0.0 && oov_p < 1.0, "dense_rows: 0 <= oov_p < 1");
+  TORCH_CHECK(ids_in.numel() < (int64_t(1) << 32), "dense_rows: at most 2^32 ids");
+  const auto ids = ids_in.contiguous();
+  const auto table = table_in.contiguous();
+  auto out = at::empty(ids.sizes(), ids.options());
+  const int64_t* id = ids.data_ptr<int64_t>();
+  const int32_t* tab = table.data_ptr<int32_t>();
+  int64_t* rows = out.data_ptr<int64_t>();
+  const int64_t top = table.numel() - 1;
+  const uint64_t seed = oov_p > 0 ? draw_seed() : 0;
+  const auto k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  const auto cut = static_cast<uint32_t>(std::ldexp(oov_p, 32));
+  at::parallel_for(0, ids.numel(), 16384, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const int64_t v = id[i];
+      int64_t r = tab[v < 0 ? 0 : (v > top ? top : v)];
+      if (cut > 0 && v > 0 && hash32(hash32(static_cast<uint32_t>(i) ^ k0) ^ k1) < cut) {
+        r = oov_row;
+      }
+      rows[i] = r;
+    }
+  });
+  return out;
 }

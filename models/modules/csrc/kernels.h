@@ -3,7 +3,23 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdint>
 #include <vector>
+
+// A 32-bit integer hash (Wellons' "lowbias32"): bijective, well mixed, and only 32-bit
+// multiplies, so eight lanes run at once under AVX2. hash32(hash32(i ^ k0) ^ k1) is the
+// i-th draw of a call seeded with (k0, k1): dropout's masks and the bank's OOV dropout.
+inline uint32_t hash32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+
+// One 64-bit draw from torch's default CPU generator (so torch.manual_seed repeats a run).
+uint64_t draw_seed();
 
 void forward_loop(at::Tensor& gh_all, const at::Tensor& gx, const at::Tensor& att,
                   const at::Tensor& w_hh, at::Tensor& states, at::Tensor& ru_all,
@@ -41,3 +57,5 @@ std::vector<at::Tensor> dropout_forward(const at::Tensor& x, double p);
 void bn_running_update(at::Tensor& running_mean, at::Tensor& running_var,
                        const at::Tensor& mean, const at::Tensor& var, double momentum,
                        double count);
+at::Tensor dense_rows(const at::Tensor& ids, const at::Tensor& table, double oov_p,
+                      int64_t oov_row);
