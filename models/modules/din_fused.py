@@ -17,9 +17,8 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from models.modules._native import native
 from models.modules.activations import Dice
-from models.modules.fused import update_running_stats
+from models.modules.fused import native_cpu, native_ext, update_running_stats
 
 if TYPE_CHECKING:  # attention.py imports this module
     from models.modules.attention import ActivationUnit
@@ -39,10 +38,8 @@ class FusedDINPooling(torch.autograd.Function):
                 mask: torch.Tensor, w_k: torch.Tensor, w_p: torch.Tensor, alpha: torch.Tensor,
                 w2: torch.Tensor, b2: torch.Tensor, eps: float
                 ) -> tuple[torch.Tensor, ...]:
-        ext = native()
-        assert ext is not None
         b2v = float(b2)
-        out, pooled, hidden, gates, scores, mean, var, n = ext.din_forward(
+        out, pooled, hidden, gates, scores, mean, var, n = native_ext().din_forward(
             c, q, keys, mask, w_k, w_p, alpha, w2, b2v, eps)
         ctx.save_for_backward(q, keys, mask, w_k, w_p, alpha, w2, hidden, gates, scores, mean,
                               var)
@@ -54,9 +51,7 @@ class FusedDINPooling(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor, grad_pooled: torch.Tensor, *_: Any
                  ) -> tuple[Any, ...]:
-        ext = native()
-        assert ext is not None
-        d_c, d_q, d_keys, d_wk, d_wp, d_alpha, d_w2, d_b2 = ext.din_backward(
+        d_c, d_q, d_keys, d_wk, d_wp, d_alpha, d_w2, d_b2 = native_ext().din_backward(
             grad, grad_pooled, *ctx.saved_tensors, ctx.eps)
         return d_c, d_q, d_keys, None, d_wk, d_wp, d_alpha, d_w2, d_b2.reshape(1), None
 
@@ -65,10 +60,9 @@ def fusable(unit: ActivationUnit, softmax: bool, training: bool, keys: torch.Ten
             mask: torch.Tensor) -> bool:
     """Whether the fused path computes this call: training, the paper's unit, CPU floats,
     at least two real positions (Dice's batch statistics), a C++ build."""
-    return (training and not softmax and keys.device.type == "cpu"
-            and keys.dtype in (torch.float32, torch.float64)
+    return (training and not softmax and native_cpu(keys) is not None
             and isinstance(unit.first_act, Dice) and len(unit.rest) == 1
-            and int(mask.sum()) >= 2 and native() is not None)
+            and int(mask.sum()) >= 2)
 
 
 def fused_pooling(unit: ActivationUnit, query: torch.Tensor, keys: torch.Tensor,

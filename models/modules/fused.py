@@ -19,9 +19,10 @@ from torch.autograd.function import once_differentiable
 from models.modules._native import native
 
 
-def _ext() -> Any:
+def native_ext() -> Any:
+    """The C++ module, for callers that checked ``native_cpu`` (or ``native``) first."""
     ext = native()
-    assert ext is not None  # callers checked native_cpu first
+    assert ext is not None
     return ext
 
 
@@ -39,7 +40,7 @@ class FusedDice(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, alpha: torch.Tensor, eps: float
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        y, p, mean, var = _ext().dice_forward(x, alpha, eps)
+        y, p, mean, var = native_ext().dice_forward(x, alpha, eps)
         ctx.save_for_backward(x, p, alpha, mean, var)
         ctx.eps = eps
         ctx.mark_non_differentiable(mean, var)
@@ -48,7 +49,7 @@ class FusedDice(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[Any, ...]:
-        dx, d_alpha = _ext().dice_backward(grad, *ctx.saved_tensors, ctx.eps)
+        dx, d_alpha = native_ext().dice_backward(grad, *ctx.saved_tensors, ctx.eps)
         return dx, d_alpha, None
 
 
@@ -57,7 +58,7 @@ class FusedDropout(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, p: float) -> torch.Tensor:
-        y, scale = _ext().dropout_forward(x, p)  # scale: 1 / (1 - p) where kept, else 0
+        y, scale = native_ext().dropout_forward(x, p)  # scale: 1 / (1 - p) where kept, else 0
         ctx.save_for_backward(scale)
         return y
 
@@ -81,4 +82,4 @@ def update_running_stats(bn: nn.BatchNorm1d, mean: torch.Tensor, var: torch.Tens
     m: float = 0.1 if bn.momentum is None else bn.momentum  # (None, no count: 0.1)
     if bn.momentum is None and tracked is not None:
         m = 1.0 / float(tracked)
-    _ext().bn_running_update(bn.running_mean, bn.running_var, mean, var, m, count)
+    native_ext().bn_running_update(bn.running_mean, bn.running_var, mean, var, m, count)

@@ -22,6 +22,7 @@
 #include <cmath>
 #include <vector>
 
+#include "dice.h"
 #include "kernels.h"
 
 namespace {
@@ -56,35 +57,9 @@ std::vector<T> pad_cols(const T* x, int64_t rows, int64_t cols, int64_t ld) {
   return out;
 }
 
-// out_r[:W] = init[:W] + sum_i a_r[i] m[i, :W] for one or two rows a_r (length k) of an
-// (k, W) matrix m: the accumulators stay in vector registers, each load of m serves both.
-template <typename T, int W>
-void rows_times(const T* __restrict a0, const T* __restrict a1, int64_t k,
-                const T* __restrict m, const T* __restrict init, T* __restrict o0,
-                T* __restrict o1) {
-  T acc0[W], acc1[W];
-  for (int j = 0; j < W; ++j) acc0[j] = acc1[j] = init != nullptr ? init[j] : T(0);
-  if (a1 != nullptr) {
-    for (int64_t i = 0; i < k; ++i) {
-      const T x0 = a0[i], x1 = a1[i];
-      const T* mi = m + i * W;
-      for (int j = 0; j < W; ++j) {
-        acc0[j] += x0 * mi[j];
-        acc1[j] += x1 * mi[j];
-      }
-    }
-    for (int j = 0; j < W; ++j) o1[j] = acc1[j];
-  } else {
-    for (int64_t i = 0; i < k; ++i) {
-      const T x0 = a0[i];
-      const T* mi = m + i * W;
-      for (int j = 0; j < W; ++j) acc0[j] += x0 * mi[j];
-    }
-  }
-  for (int j = 0; j < W; ++j) o0[j] = acc0[j];
-}
-
-// The same for any padded width (slower: the accumulators live in memory).
+// out_r[:w] = init[:w] + sum_i a_r[i] m[i, :w] for one or two rows a_r (length k) of an
+// (k, w) matrix m (a1 / o1 null for one row): the plain loop, for float64 (the tests'
+// gradchecks) and for float widths past the vector kernels below.
 template <typename T>
 void rows_times_any(const T* a0, const T* a1, int64_t k, const T* m, const T* init, T* o0,
                     T* o1, int64_t w) {
@@ -102,20 +77,15 @@ void rows_times_any(const T* a0, const T* a1, int64_t k, const T* m, const T* in
   }
 }
 
+// The products' entry: float has the vector kernels below, every other T the plain loop.
 template <typename T>
 void rows_times_w(const T* a0, const T* a1, int64_t k, const T* m, const T* init, T* o0,
                   T* o1, int64_t w) {
-  switch (w) {
-    case 8: return rows_times<T, 8>(a0, a1, k, m, init, o0, o1);
-    case 16: return rows_times<T, 16>(a0, a1, k, m, init, o0, o1);
-    case 32: return rows_times<T, 32>(a0, a1, k, m, init, o0, o1);
-    case 40: return rows_times<T, 40>(a0, a1, k, m, init, o0, o1);
-    default: return rows_times_any(a0, a1, k, m, init, o0, o1, w);
-  }
+  rows_times_any(a0, a1, k, m, init, o0, o1, w);
 }
 
-// float: the same with GCC/Clang vector types (8 lanes; AVX where the target has it), so the
-// 2 x W / 8 accumulators are registers by construction, not by the optimiser's choice.
+// float, widths 8..48: GCC/Clang vector types (8 lanes; AVX where the target has it), so the
+// 2 x W / 8 accumulators are registers by construction and each load of m serves both rows.
 typedef float v8f __attribute__((vector_size(32)));
 typedef float v8f_u __attribute__((vector_size(32), aligned(4)));  // unaligned access
 
@@ -199,10 +169,7 @@ struct Params {
 
   // mu = mean, inv = 1 / sqrt(var + eps), from the float64 batch statistics.
   void set_norm(const double* mean, const double* var, double eps) {
-    for (int64_t j = 0; j < h; ++j) {
-      mu[j] = static_cast<T>(mean[j]);
-      inv[j] = static_cast<T>(1.0 / std::sqrt(var[j] + eps));
-    }
+    dice_norm(mean, var, eps, h, mu.data(), inv.data());
   }
 };
 
@@ -211,17 +178,18 @@ template <typename T, int W>
 T dice_score(const T* __restrict hn, const T* __restrict mu, const T* __restrict inv,
              const T* __restrict alpha, const T* __restrict w2, T* __restrict pn, int64_t) {
   T s = 0;
-  for (int j = 0; j < W; ++j) pn[j] = T(1) / (T(1) + std::exp(-(hn[j] - mu[j]) * inv[j]));
-  for (int j = 0; j < W; ++j) s += hn[j] * (alpha[j] + pn[j] * (T(1) - alpha[j])) * w2[j];
+  for (int j = 0; j < W; ++j) pn[j] = dice_p(hn[j], mu[j], inv[j]);
+  for (int j = 0; j < W; ++j) s += hn[j] * dice_gate(pn[j], alpha[j]) * w2[j];
   return s;
 }
 
-template <typename T, int>
+// The same for any width w.
+template <typename T>
 T dice_score_any(const T* hn, const T* mu, const T* inv, const T* alpha, const T* w2, T* pn,
                  int64_t w) {
   T s = 0;
-  for (int64_t j = 0; j < w; ++j) pn[j] = T(1) / (T(1) + std::exp(-(hn[j] - mu[j]) * inv[j]));
-  for (int64_t j = 0; j < w; ++j) s += hn[j] * (alpha[j] + pn[j] * (T(1) - alpha[j])) * w2[j];
+  for (int64_t j = 0; j < w; ++j) pn[j] = dice_p(hn[j], mu[j], inv[j]);
+  for (int64_t j = 0; j < w; ++j) s += hn[j] * dice_gate(pn[j], alpha[j]) * w2[j];
   return s;
 }
 
@@ -297,7 +265,8 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
   T* score = score_t.data_ptr<T>();
   T* out = out_t.data_ptr<T>();
   T* pooled = pooled_t.data_ptr<T>();
-  auto score_fn = dice_score_any<T, 0>;
+  T (*score_fn)(const T*, const T*, const T*, const T*, const T*, T*, int64_t) =
+      dice_score_any<T>;
   if (p.hp == 40) score_fn = dice_score<T, 40>;
   if (p.hp == 32) score_fn = dice_score<T, 32>;
   if (p.hp == 16) score_fn = dice_score<T, 16>;
@@ -383,10 +352,10 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
           const T xh = (hn[j] - mu[j]) * inv[j];
           const T pj = pn[j];
           const T da = d * w2[j];
-          const T gate = alpha[j] + pj * (T(1) - alpha[j]);
+          const T gate = dice_gate(pj, alpha[j]);
           l_w2[j] += d * hn[j] * gate;
           l_al[j] += da * hn[j] * (T(1) - pj);
-          const T dx = da * hn[j] * (T(1) - alpha[j]) * pj * (T(1) - pj);
+          const T dx = dice_dx(da, hn[j], pj, alpha[j]);
           l_dx[j] += dx;
           l_dxx[j] += dx * xh;
           dn[j] = da * gate;  // the direct term; pass 2 adds the normalisation's
@@ -441,7 +410,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_t, const at::Tensor
         for (int64_t j = 0; j < hp; ++j) {
           const T xh = (hn[j] - mu[j]) * inv[j];
           const T pj = pn[j];
-          const T dx = d * w2[j] * hn[j] * (T(1) - alpha[j]) * pj * (T(1) - pj);
+          const T dx = dice_dx(d * w2[j], hn[j], pj, alpha[j]);
           dn[j] += inv[j] * (dx - m_dx[j] - xh * m_dxx[j]);  // the batch norm's backward
           dc[j] += dn[j];
         }
