@@ -159,15 +159,14 @@ std::vector<at::Tensor> dice_backward_impl(const at::Tensor& g_t, const at::Tens
   return {dx_t, d_alpha_t};
 }
 
-// scale[i] = 1 / (1 - p) if element i is kept, else 0; out = x * scale. Element i of a call
-// is kept when hash32(hash32(i ^ k0) ^ k1) >= p * 2^32, (k0, k1) the call's seed.
+// scale[i] = 1 / (1 - p) if element i is kept (not a hit of the call's draws), else 0;
+// out = x * scale.
 template <typename T>
 void dropout_pass(const T* __restrict x, T* __restrict scale_out, T* __restrict out,
-                  int64_t lo, int64_t hi, uint32_t k0, uint32_t k1, uint32_t cut, T scale) {
+                  int64_t lo, int64_t hi, const HashDraws draws, T scale) {
 #pragma omp simd
   for (int64_t i = lo; i < hi; ++i) {
-    const uint32_t z = hash32(hash32(static_cast<uint32_t>(i) ^ k0) ^ k1);
-    const T s = z >= cut ? scale : T(0);
+    const T s = draws.hit(static_cast<uint32_t>(i)) ? T(0) : scale;
     scale_out[i] = s;
     out[i] = x[i] * s;
   }
@@ -179,6 +178,14 @@ uint64_t draw_seed() {
   auto* gen = at::check_generator<at::CPUGeneratorImpl>(at::detail::getDefaultCPUGenerator());
   std::lock_guard<std::mutex> lock(gen->mutex_);
   return gen->random64();
+}
+
+HashDraws::HashDraws(double p) {
+  if (p <= 0) return;
+  const uint64_t seed = draw_seed();
+  k0 = static_cast<uint32_t>(seed);
+  k1 = static_cast<uint32_t>(seed >> 32);
+  cut = static_cast<uint32_t>(std::min(std::ldexp(p, 32), 4294967295.0));
 }
 
 std::vector<at::Tensor> dice_forward(const at::Tensor& x, const at::Tensor& alpha, double eps) {
@@ -209,9 +216,7 @@ std::vector<at::Tensor> dropout_forward(const at::Tensor& x_in, double p) {
   TORCH_CHECK(p >= 0.0 && p < 1.0, "dropout_forward: 0 <= p < 1");
   TORCH_CHECK(x_in.numel() < (int64_t(1) << 32), "dropout_forward: at most 2^32 elements");
   const at::Tensor x = x_in.contiguous();
-  const uint64_t seed = draw_seed();
-  const auto k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-  const auto cut = static_cast<uint32_t>(std::min(std::ldexp(p, 32), 4294967295.0));
+  const HashDraws draws(p);
   at::Tensor scale_t = at::empty_like(x);
   at::Tensor y_t = at::empty_like(x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dropout_forward", [&] {
@@ -220,7 +225,7 @@ std::vector<at::Tensor> dropout_forward(const at::Tensor& x_in, double p) {
     scalar_t* ys = y_t.data_ptr<scalar_t>();
     const auto scale = static_cast<scalar_t>(1.0 / (1.0 - p));
     at::parallel_for(0, x.numel(), 16384, [&](int64_t lo, int64_t hi) {
-      dropout_pass(xs, sc, ys, lo, hi, k0, k1, cut, scale);
+      dropout_pass(xs, sc, ys, lo, hi, draws, scale);
     });
   });
   return {y_t, scale_t};

@@ -12,7 +12,6 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cmath>
 #include <vector>
 
 #include "kernels.h"
@@ -108,14 +107,12 @@ at::Tensor dense_rows(const at::Tensor& ids_in, const at::Tensor& table_in, doub
   const int32_t* tab = table.data_ptr<int32_t>();
   int64_t* rows = out.data_ptr<int64_t>();
   const int64_t top = table.numel() - 1;
-  const uint64_t seed = oov_p > 0 ? draw_seed() : 0;
-  const auto k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-  const auto cut = static_cast<uint32_t>(std::ldexp(oov_p, 32));
+  const HashDraws draws(oov_p);
   at::parallel_for(0, ids.numel(), 16384, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
       const int64_t v = id[i];
       int64_t r = tab[v < 0 ? 0 : (v > top ? top : v)];
-      if (cut > 0 && v > 0 && hash32(hash32(static_cast<uint32_t>(i) ^ k0) ^ k1) < cut) {
+      if (draws.cut > 0 && v > 0 && draws.hit(static_cast<uint32_t>(i))) {
         r = oov_row;
       }
       rows[i] = r;

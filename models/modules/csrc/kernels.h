@@ -21,6 +21,15 @@ inline uint32_t hash32(uint32_t x) {
 // One 64-bit draw from torch's default CPU generator (so torch.manual_seed repeats a run).
 uint64_t draw_seed();
 
+// The draws of one call: element i is hit with probability p (to within 2^-32) when
+// hash32(hash32(i ^ k0) ^ k1) < cut, (k0, k1) from one draw_seed() (none when p == 0) and
+// cut = p * 2^32. Dropout drops its hits; the bank's OOV dropout sends them to the OOV row.
+struct HashDraws {
+  uint32_t k0 = 0, k1 = 0, cut = 0;
+  explicit HashDraws(double p);
+  bool hit(uint32_t i) const { return hash32(hash32(i ^ k0) ^ k1) < cut; }
+};
+
 void forward_loop(at::Tensor& gh_all, const at::Tensor& gx, const at::Tensor& att,
                   const at::Tensor& w_hh, at::Tensor& states, at::Tensor& ru_all,
                   at::Tensor& c_all, const std::vector<int64_t>& counts, int64_t kind,
