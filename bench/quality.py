@@ -8,7 +8,8 @@ earlier clicked items (most recent 50, oldest first), category = first genre, fi
 events train and the last 20% test. Ours and the peer train on the same samples, the same
 split, the same machine and settings (epochs, embedding dim, Adam lr 1e-3, batch size); ours
 with its recipe (the rate decayed linearly to 0, the bank's item term at Adam rate 0.3:
-``--lr-schedule``, ``--bias-lr``; DIEN's auxiliary loss at weight 10, ``--aux-weight``; the DIN
+``--lr-schedule``, ``--bias-lr``; DIEN's auxiliary loss at weight 10, ``--aux-weight``; DIN's
+input-normalisation variance floor at inference 0.01, ``--din-var-floor``; the DIN
 paper's mini-batch aware L2 is off, ``--mba-lambda``), the peer with its own fit
 (constant rate, no item term, its DIEN's auxiliary weight 1, its default embedding L2: 1e-6,
 WDL 1e-5);
@@ -188,7 +189,8 @@ def run_arch(arch: str, frame: Any, train: SampleSet, test: SampleSet, seeds: li
     latency: dict[str, float] = {}
     for seed in seeds:
         torch.manual_seed(seed)
-        extra = {"aux_weight": args.aux_weight} if arch == "dien" else {}
+        extra = ({"aux_weight": args.aux_weight} if arch == "dien" else
+                 {"input_var_floor": args.din_var_floor} if arch == "din" else {})
         model = build_model(arch, frame, dim=args.dim, init_std=args.init_std, **extra)
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           lr_schedule=args.lr_schedule, bias_lr=args.bias_lr,
@@ -236,6 +238,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Adam rate of our first-order item term (library default: --lr)")
     p.add_argument("--aux-weight", type=float, default=10.0,
                    help="our DIEN's auxiliary loss weight (library default: 1)")
+    p.add_argument("--din-var-floor", type=float, default=0.01,
+                   help="inference variance floor of our DIN's MLP input BatchNorm "
+                        "(DINConfig.input_var_floor; library default 0: off)")
     p.add_argument("--mba-lambda", type=float, default=0.0,
                    help="our mini-batch aware L2 on the tables (0: off; 100 won on the "
                         "validation split, not on the test split: docs/models.md)")
@@ -281,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                      "batch_size": args.batch_size, "optimizer": "Adam",
                      "lr": args.lr, "lr_schedule": args.lr_schedule,
                      "bias_lr": args.bias_lr, "dien_aux_weight": args.aux_weight,
-                     "mba_lambda": args.mba_lambda,
+                     "mba_lambda": args.mba_lambda, "din_input_var_floor": args.din_var_floor,
                      "seeds": seeds, "peer": PEER if peer else None,
                      "aggregate": "metrics: mean over the seeds (*_std: standard deviation); "
                                   "speeds and seconds: median over the seeds (*_runs: "

@@ -32,6 +32,7 @@ class TrainSettings(BaseSettings):
     bias_lr: float | None = None  # the bank's first-order item term (None: lr)
     aux_weight: float | None = None  # DIEN's auxiliary loss weight (None: DIENConfig's)
     mba_lambda: float = 0.0  # the DIN paper's mini-batch aware L2 on the bank (0: off)
+    input_var_floor: float | None = None  # DIN's MLP input-norm inference floor (None: DINConfig's)
     device: str = "cpu"
     seed: int = 0
     ml100k_dir: Path = Path("../shared/data/ml-100k")
@@ -65,8 +66,11 @@ def train_full(frame: pd.DataFrame, s: TrainSettings) -> dict[str, Any]:
     start = time.perf_counter()
     samples = build_samples(frame, max_len=s.max_history)
     train, test = time_split(samples, train_frac=0.8)
-    overrides = ({"aux_weight": s.aux_weight} if s.arch == "dien" and s.aux_weight is not None
-                 else {})
+    overrides: dict[str, float] = {}
+    if s.arch == "dien" and s.aux_weight is not None:
+        overrides["aux_weight"] = s.aux_weight
+    if s.arch == "din" and s.input_var_floor is not None:
+        overrides["input_var_floor"] = s.input_var_floor
     model = build_model(s.arch, frame, dim=s.dim, **overrides)
     cfg = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                       lr_schedule=s.lr_schedule, bias_lr=s.bias_lr, mba_lambda=s.mba_lambda,

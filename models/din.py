@@ -29,6 +29,9 @@ class DINConfig:
     activation: str = "dice"
     dropout: float = 0.2
     input_bn: bool = True
+    # inference variance floor of the MLP's input BatchNorm (modules.mlp.InputNorm); 0: off.
+    # The ml-100k benchmark sets 0.01 (docs/models.md, "Training recipe").
+    input_var_floor: float = 0.0
 
     @property
     def embed_dim(self) -> int:
@@ -43,7 +46,7 @@ class DINTop(TopNet):
         e = cfg.embed_dim
         self.attention = AttentionPooling(e, cfg.att_hidden, cfg.att_activation, cfg.att_softmax)
         self.mlp = MLP(4 * e, cfg.mlp, cfg.activation, out_dim=1, dropout=cfg.dropout,
-                       input_bn=cfg.input_bn)
+                       input_bn=cfg.input_bn, input_var_floor=cfg.input_var_floor)
 
     def forward_with_aux(self, emb: dict[str, torch.Tensor]
                          ) -> tuple[torch.Tensor, torch.Tensor]:

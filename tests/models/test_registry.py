@@ -108,3 +108,19 @@ def test_a_bank_without_item_term_round_trips(frame: pd.DataFrame, tmp_path: Pat
     with torch.no_grad():
         batch = random_batch(*item_table(frame))
         assert torch.equal(loaded(batch), model.eval()(batch))
+
+
+def test_din_input_var_floor_is_saved_with_its_config(frame: pd.DataFrame,
+                                                      tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("din", frame, dim=4, input_var_floor=0.05)
+    with torch.no_grad():  # stats small against the floor, so the floor changes the scores
+        model.top.mlp.net[0].running_var.fill_(1e-3)
+    save_checkpoint(model, tmp_path)
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.top.mlp.net[0].var_floor == 0.05
+    batch = random_batch(*item_table(frame))
+    with torch.no_grad():
+        assert torch.equal(loaded(batch), model.eval()(batch))
+        loaded.top.mlp.net[0].var_floor = 0.0
+        assert not torch.equal(loaded(batch), model(batch))
