@@ -49,7 +49,7 @@ _FRESHNESS_MAX_S = 3600.0  # older events are replays of history, not freshness
 _frozen = False
 
 
-def _freeze_startup_heap() -> None:
+def freeze_startup_heap() -> None:
     """Move what start-up allocated out of the cyclic GC's reach, once per process.
 
     Everything allocated by then (Feast, pandas, pyarrow, kafka-python: ~300k objects) lives
@@ -131,7 +131,7 @@ class StreamConsumer:
         self.freshness_ms: list[float] = []  # kept for the benchmark; metrics get the same
         self.keep_freshness = False
         self.last_batch_seconds = 0.0
-        _freeze_startup_heap()
+        freeze_startup_heap()
 
     # -- one micro-batch ------------------------------------------------------------------
     def poll_once(self, timeout_ms: int = 200) -> int:

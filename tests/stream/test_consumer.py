@@ -118,8 +118,8 @@ def test_the_startup_heap_is_frozen_once_and_without_garbage(
     calls: list[str] = []
     monkeypatch.setattr(gc, "collect", lambda *a: calls.append("collect") or 0)
     monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
-    consumer_module._freeze_startup_heap()
-    consumer_module._freeze_startup_heap()
+    consumer_module.freeze_startup_heap()
+    consumer_module.freeze_startup_heap()
     assert calls == ["collect", "freeze"]
 
 
