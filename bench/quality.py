@@ -39,7 +39,7 @@ from models.data.movielens import load_movielens
 from models.data.samples import SampleSet, build_samples, time_split
 from models.inference import score_candidates
 from models.metrics import ranking_metrics
-from models.train import TrainConfig, build_model, evaluate, fit
+from models.train import TrainConfig, build_model, config_overrides, evaluate, fit
 
 PEER = "deepctr-torch 0.3.0"
 PEER_ARCH = {"base": "WDL (sum-pooled history)", "din": "DIN", "dien": "DIEN (AUGRU, negsampling)"}
@@ -189,8 +189,8 @@ def run_arch(arch: str, frame: Any, train: SampleSet, test: SampleSet, seeds: li
     latency: dict[str, float] = {}
     for seed in seeds:
         torch.manual_seed(seed)
-        extra = ({"aux_weight": args.aux_weight} if arch == "dien" else
-                 {"input_var_floor": args.din_var_floor} if arch == "din" else {})
+        extra = config_overrides(arch, aux_weight=args.aux_weight,
+                                 input_var_floor=args.din_var_floor)
         model = build_model(arch, frame, dim=args.dim, init_std=args.init_std, **extra)
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           lr_schedule=args.lr_schedule, bias_lr=args.bias_lr,

@@ -60,17 +60,14 @@ def train_full(frame: pd.DataFrame, s: TrainSettings) -> dict[str, Any]:
     from models.allocator import keep_freed_memory
     from models.data.samples import build_samples, time_split
     from models.registry import save_checkpoint
-    from models.train import TrainConfig, build_model, evaluate, fit
+    from models.train import TrainConfig, build_model, config_overrides, evaluate, fit
 
     keep_freed_memory()  # a training process: reuse each step's memory (models/allocator.py)
     start = time.perf_counter()
     samples = build_samples(frame, max_len=s.max_history)
     train, test = time_split(samples, train_frac=0.8)
-    overrides: dict[str, float] = {}
-    if s.arch == "dien" and s.aux_weight is not None:
-        overrides["aux_weight"] = s.aux_weight
-    if s.arch == "din" and s.input_var_floor is not None:
-        overrides["input_var_floor"] = s.input_var_floor
+    overrides = config_overrides(s.arch, aux_weight=s.aux_weight,
+                                 input_var_floor=s.input_var_floor)
     model = build_model(s.arch, frame, dim=s.dim, **overrides)
     cfg = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                       lr_schedule=s.lr_schedule, bias_lr=s.bias_lr, mba_lambda=s.mba_lambda,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,16 @@ def vocab_from_frame(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """Vocabularies (item, cat) of an events frame."""
     return {ITEM: frame["item_id"].to_numpy(np.int64),
             CAT: frame["category_id"].to_numpy(np.int64)}
+
+
+def config_overrides(arch: str, **values: Any) -> dict[str, Any]:
+    """The ``values`` that are fields of ``arch``'s config and not None, for ``build_model``:
+    one set of settings (e.g. DIEN's ``aux_weight``, DIN's ``input_var_floor``) serves every
+    architecture, each taking its own."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; one of {sorted(ARCHS)}")
+    known = {f.name for f in fields(ARCHS[arch][0])}
+    return {k: v for k, v in values.items() if k in known and v is not None}
 
 
 def build_model(arch: str, frame_or_vocab: pd.DataFrame | dict[str, Any] | EmbeddingBank,

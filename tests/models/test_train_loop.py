@@ -10,7 +10,15 @@ from scipy.stats import spearmanr
 
 from models.bank import EmbeddingBank
 from models.data.samples import build_samples, time_split
-from models.train import TrainConfig, _optimizer, build_model, evaluate, fit, fit_incremental
+from models.train import (
+    TrainConfig,
+    _optimizer,
+    build_model,
+    config_overrides,
+    evaluate,
+    fit,
+    fit_incremental,
+)
 
 
 @pytest.mark.parametrize("arch", ["base", "din", "dien"])
@@ -39,6 +47,17 @@ def test_build_model_from_vocabularies_and_unknown_arch() -> None:
     assert isinstance(model.bank, EmbeddingBank) and model.cfg.gru_type == "AGRU"
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("transformer", {"item": [1], "cat": [1]})
+
+
+def test_config_overrides_keep_each_architectures_own_set_values() -> None:
+    values = {"aux_weight": 10.0, "input_var_floor": 0.01}
+    assert config_overrides("dien", **values) == {"aux_weight": 10.0}
+    assert config_overrides("din", **values) == {"input_var_floor": 0.01}
+    assert config_overrides("base", **values) == {}
+    assert config_overrides("dien", aux_weight=None, input_var_floor=0.01) == {}
+    assert config_overrides("dien", aux_weight=0.0) == {"aux_weight": 0.0}
+    with pytest.raises(ValueError, match="unknown architecture"):
+        config_overrides("transformer", aux_weight=1.0)
 
 
 def _item_effect_frame(n: int = 6000, n_items: int = 40, seed: int = 1) -> pd.DataFrame:
