@@ -5,10 +5,11 @@ the user id (so one user's events stay ordered in one partition). ``schema_versi
 lets the contract evolve: consumers reject versions they do not know (to the DLQ), so a
 producer upgrade never silently corrupts features. See docs/events.md.
 
-The consumer reads each message with :func:`read_fast` first: orjson plus plain type and
-range checks, ~1.5 µs where the pydantic model takes ~4 µs. It accepts only what the model
-accepts (a hypothesis test holds it to that) and answers ``None`` for anything else, which
-then goes through :func:`parse_event` for the verdict and its reason.
+The consumer reads each message with :func:`read_fast` first: msgspec decodes and checks it
+against :class:`_FastEvent`, the same contract in msgspec's terms (~1 µs where the pydantic
+model takes ~4 µs and orjson with the checks in Python took ~3 µs). It accepts only what the
+model accepts (a hypothesis test holds it to that) and answers ``None`` for anything else,
+which then goes through :func:`parse_event` for the verdict and its reason.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal, NamedTuple
 
-import orjson
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SCHEMA_VERSION = 1
@@ -101,13 +102,47 @@ def _max_length(name: str) -> int:
                 if hasattr(m, "max_length"))
 
 
-_FIELDS = frozenset(Event.model_fields)
-_TYPES = {t.value: t for t in EventType}
-# UTC only (Z or +00:00), 1-6 fraction digits: other forms go to the model
-_TS_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|\+00:00)\Z")
+_INT64_MAX = ID_END - 1
 _EVENT_ID_MAX = _max_length("event_id")
-_TEXT_LIMITS = tuple((name, _max_length(name)) for name in ("request_id", "variant",
-                                                             "model_version"))
+
+
+class _FastEvent(msgspec.Struct, forbid_unknown_fields=True):
+    """:class:`Event` in msgspec's terms, stricter where the two libraries differ: ints must
+    be JSON integers, ``ts`` RFC 3339 with an offset (msgspec rounds digits past the
+    microsecond where the model truncates them, so :func:`read_fast` leaves such stamps to
+    the model)."""
+
+    event_type: EventType
+    user_id: Annotated[int, msgspec.Meta(gt=0, le=_INT64_MAX)]
+    item_id: Annotated[int, msgspec.Meta(gt=0, le=_INT64_MAX)]
+    category_id: Annotated[int, msgspec.Meta(ge=0, le=_INT64_MAX)]
+    ts: Annotated[datetime, msgspec.Meta(tz=True)]
+    schema_version: Literal[1] = 1
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=_EVENT_ID_MAX)] = "-"
+    request_id: Annotated[str, msgspec.Meta(max_length=_max_length("request_id"))] | None = None
+    variant: Annotated[str, msgspec.Meta(max_length=_max_length("variant"))] | None = None
+    model_version: (Annotated[str, msgspec.Meta(max_length=_max_length("model_version"))]
+                    | None) = None
+
+
+assert SCHEMA_VERSION == 1, "_FastEvent.schema_version follows the model's Literal"
+_DECODE = msgspec.json.Decoder(_FastEvent).decode
+# The model turns ``ts`` to UTC: within a day of year 1 that can overflow; left to the model.
+_EARLIEST_S = datetime(1, 1, 2, tzinfo=UTC).timestamp()
+# Digits past the microsecond: msgspec rounds them, the model truncates them.
+_PAST_US = re.compile(r"\.\d{7}")
+_PAST_US_RAW = re.compile(rb"\.\d{7}")
+
+
+def _past_microseconds(raw: bytes) -> bool:
+    """Whether ``ts`` may carry digits past the microsecond (a match anywhere in ``raw``, or
+    in the decoded ``ts`` when ``raw`` has JSON escapes, which could spell digits)."""
+    if _PAST_US_RAW.search(raw) is not None:
+        return True
+    if b"\\" in raw:
+        ts = msgspec.json.decode(raw).get("ts")
+        return isinstance(ts, str) and _PAST_US.search(ts) is not None
+    return False
 
 
 def read_fast(raw: bytes, latest_s: float) -> EventRow | None:
@@ -116,37 +151,16 @@ def read_fast(raw: bytes, latest_s: float) -> EventRow | None:
     if len(raw) > MAX_EVENT_BYTES:
         return None
     try:
-        body = orjson.loads(raw)
-        if type(body) is not dict or not _FIELDS.issuperset(body):
-            return None
-        kind = _TYPES[body["event_type"]]
-        user, item, cat, ts = body["user_id"], body["item_id"], body["category_id"], body["ts"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+        ev = _DECODE(raw)
+    except msgspec.DecodeError:  # not JSON, or not the contract (ValidationError)
         return None
-    if not (type(user) is int and type(item) is int and type(cat) is int
-            and 0 < user < ID_END and 0 < item < ID_END and 0 <= cat < ID_END):
+    if (b"." in raw or b"\\" in raw) and _past_microseconds(raw):
         return None
-    version = body.get("schema_version", SCHEMA_VERSION)
-    if type(version) is not int or version != SCHEMA_VERSION:
+    ts_s = ev.ts.timestamp()
+    if not _EARLIEST_S < ts_s < latest_s:
         return None
-    event_id = body.get("event_id", "-")
-    if type(event_id) is not str or not 0 < len(event_id) <= _EVENT_ID_MAX:
-        return None
-    texts = []
-    for name, limit in _TEXT_LIMITS:
-        text = body.get(name)
-        if text is not None and (type(text) is not str or len(text) > limit):
-            return None
-        texts.append(text)
-    if type(ts) is not str or _TS_UTC.match(ts) is None:
-        return None
-    try:
-        ts_s = datetime.fromisoformat(ts).timestamp()
-    except ValueError:
-        return None
-    if not ts_s < latest_s:
-        return None
-    return EventRow(kind, user, item, cat, int(ts_s * 1000), *texts)
+    return EventRow(ev.event_type, ev.user_id, ev.item_id, ev.category_id, int(ts_s * 1000),
+                    ev.request_id, ev.variant, ev.model_version)
 
 
 class InvalidEvent(ValueError):

@@ -112,7 +112,9 @@ _TS_TEXT = st.one_of(
     st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat().replace("+00:00", "Z")),
     st.sampled_from(["2026-01-01T00:00:00.1234567Z", "2026-02-30T00:00:00Z", "20260101T000000Z",
                      "2026-01-01 00:00:00Z", "2026-W01-1T00:00:00Z", "2026-01-01T24:00:00Z",
-                     "2026-01-01T00:00:00.Z", "2026-01-01T00:00:00+00:00\n", "yesterday"]),
+                     "2026-01-01T00:00:00.Z", "2026-01-01T00:00:00+00:00\n", "yesterday",
+                     "2026-01-01T00:00:00.0009995Z", "0001-01-01T00:00:00+05:00",
+                     "2026-01-01T10:00:00+0530", "2026-01-01t00:00:00z"]),
     st.integers(), st.floats(allow_nan=False),
 )
 _ANY = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**64), max_value=2**64),
@@ -173,3 +175,19 @@ def test_the_fast_reader_reads_what_producers_write(user: int, cat: int, kind: E
     ev = Event(event_type=kind, user_id=user, item_id=3, category_id=cat, ts=ts,
                request_id=request)
     assert read_fast(ev.to_bytes(), NOW.timestamp() + 1) == EventRow.of(ev)
+
+
+@pytest.mark.parametrize("ts", [
+    "2026-01-01T00:00:00.0009995Z",  # msgspec would round to .001, the model truncates
+    "2026-01-01T00:00:00.000999\\u0035Z",  # the same digits spelled with a JSON escape
+])
+def test_the_fast_reader_leaves_digits_past_the_microsecond_to_the_model(ts: str) -> None:
+    raw = (json.dumps(valid(ts="TS")).replace('"TS"', f'"{ts}"')).encode()
+    assert read_fast(raw, NOW.timestamp() + 1e9) is None
+    assert EventRow.of(parse_event(raw)).ts_ms == int(NOW.timestamp() * 1000)
+
+
+def test_the_fast_reader_reads_escaped_text_fields() -> None:
+    raw = json.dumps(valid(request_id='r"\u00e9')).encode()  # json.dumps escapes both
+    row = read_fast(raw, NOW.timestamp() + 1)
+    assert row is not None and row.request_id == 'r"\u00e9'
