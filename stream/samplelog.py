@@ -3,7 +3,7 @@
 Two topics per source partition ``p``:
 
 * ``samples`` partition ``p % n``: one record per micro-batch and source partition, key ``p``,
-  value ``{"source_partition": p, "samples": [Sample, ...]}`` (JSON, gzip level 1 by
+  value ``{"source_partition": p, "samples": [Sample, ...]}`` (JSON, zstd level 1 by
   :func:`stream.samples.pack`; one record per batch rather than per sample: a Python
   producer pays ~30 µs per record).
 * ``{samples}.joinstate`` partition ``p % n``: one record per micro-batch and partition, key

@@ -20,9 +20,11 @@ event yields at most one sample; ``ahead`` holds ids a crashed run already emitt
 restored state, and those are never emitted again.
 
 Records of the samples topic and of the join-state changelog are compact JSON (orjson)
-compressed with gzip level 1 by :func:`pack` (the Kafka producer does not compress them
-again): kafka-python's own gzip always uses level 9, several ms a batch. :func:`unpack` also
-reads plain JSON.
+compressed with zstd level 1 by :func:`pack` (the Kafka producer does not compress them
+again: kafka-python's gzip always uses level 9, several ms a batch, and its zstd, done in
+the sender thread, measured slower than this). zstd level 1 takes ~0.4 µs a sample where
+gzip level 1, used before, took ~1.3 µs, and writes ~30% fewer bytes. :func:`unpack` also
+reads gzip (records written before) and plain JSON.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import zstandard
 
 from features.store import UserSequence
 from stream.events import Event, EventRow, EventType
@@ -64,17 +67,22 @@ class Sample:
 
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def pack(body: Any) -> bytes:
-    """A record value: compact JSON, gzip level 1 (see the module docstring)."""
+    """A record value: compact JSON, zstd level 1 (see the module docstring)."""
     # orjson: compact JSON like json.dumps(separators=(",", ":")) but ~5x faster; it writes
-    # non-ASCII as raw UTF-8 where json.dumps escapes it (any JSON reader reads both)
-    return gzip.compress(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), 1, mtime=0)
+    # non-ASCII as raw UTF-8 where json.dumps escapes it (any JSON reader reads both).
+    # zstandard.compress makes a compressor per call (one is not safe to share between
+    # threads); that costs ~0.04 µs a sample at the records' size.
+    return zstandard.compress(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), 1)
 
 
 def unpack(raw: bytes) -> Any:
-    """The JSON body of a record written by :func:`pack` (plain JSON is read as is)."""
+    """The JSON body of a record written by :func:`pack` (gzip and plain JSON read too)."""
+    if raw[:4] == _ZSTD_MAGIC:
+        return orjson.loads(zstandard.decompress(raw))
     return orjson.loads(gzip.decompress(raw) if raw[:2] == _GZIP_MAGIC else raw)
 
 

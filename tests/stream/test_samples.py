@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -102,10 +103,11 @@ def test_click_within_window_is_positive_and_silent_impression_negative() -> Non
     assert samples["0-3"].label == 1 and samples["0-3"].hist_item_ids == [2]
 
 
-def test_sample_records_are_gzipped_json_and_plain_json_still_reads() -> None:
+def test_sample_records_are_zstd_json_and_gzip_and_plain_json_still_read() -> None:
     sample = Sample("0-4", 1, 2, 3, 1, 1000, [5], [6], [900], 0, 4, "r", None, None)
     raw = encode_batch(0, [sample])
-    assert raw[:2] == b"\x1f\x8b"  # gzip
+    assert raw[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
     assert decode_batch(raw) == [sample.to_dict()]
     plain = json.dumps({"source_partition": 0, "samples": [sample.to_dict()]}).encode()
     assert decode_batch(plain) == [sample.to_dict()]
+    assert decode_batch(gzip.compress(plain)) == [sample.to_dict()]  # records of before
