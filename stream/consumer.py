@@ -23,6 +23,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
@@ -81,7 +82,7 @@ class _Batch:
     clicks_ts_ms: list[int] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     touched: set[int] = field(default_factory=set)
-    ok: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, outcome)
+    ok: Counter[tuple[EventType, str]] = field(default_factory=Counter)  # (type, outcome)
     dead: dict[int, list[Any]] = field(default_factory=dict)  # DLQ send futures by partition
     commits: dict[TopicPartition, OffsetAndMetadata] = field(default_factory=dict)
 
@@ -148,11 +149,15 @@ class StreamConsumer:
         t0 = time.perf_counter()
         batch = _Batch()
         parsed: list[tuple[int, ConsumerRecord, EventRow | None]] = []
+        now = datetime.now(UTC)  # the future-timestamp check's clock, read once a batch
         for tp, recs in polled.items():
             for rec in recs:
-                parsed.append((tp.partition, rec, self._validate(tp.partition, rec, batch)))
+                parsed.append((tp.partition, rec, self._validate(tp.partition, rec, batch, now)))
             batch.commits[tp] = OffsetAndMetadata(recs[-1].offset + 1, "", -1)
         self._load_users(parsed)
+        wall = time.monotonic()
+        for tp in polled:
+            self._parts[tp.partition].last_event_wall = wall
         for partition, rec, event in parsed:
             if event is not None:
                 self._apply(partition, rec.offset, event, batch)
@@ -164,21 +169,22 @@ class StreamConsumer:
             self._abandon(polled, str(stage))
             return 0
         for (kind, outcome), count in batch.ok.items():
-            metrics.EVENTS.labels(kind, outcome).inc(count)
+            metrics.EVENTS.labels(kind.value, outcome).inc(count)
         self.last_batch_seconds = time.perf_counter() - t0
         metrics.BATCH_SIZE.observe(n)
         metrics.BATCH_SECONDS.observe(self.last_batch_seconds)
         self._update_lag()
         return n
 
-    def _validate(self, partition: int, rec: ConsumerRecord, batch: _Batch) -> EventRow | None:
+    def _validate(self, partition: int, rec: ConsumerRecord, batch: _Batch, now: datetime
+                  ) -> EventRow | None:
         join = self._parts[partition].join
         # A letter found by the restore stays the verdict even if the message would pass now
         # (a future timestamp that is no longer in the future).
-        if join is not None and join.dead_ahead_hit(rec.offset):
+        if join is not None and join.dead_ahead and join.dead_ahead_hit(rec.offset):
             return self._replayed_dead(partition, batch)
         try:
-            return validate(rec.key, rec.value, self.settings.max_future_skew_s)
+            return validate(rec.key, rec.value, self.settings.max_future_skew_s, now)
         except Exception as err:  # any input the contract cannot read goes to the DLQ
             exc = err if isinstance(err, InvalidEvent) else InvalidEvent("unexpected", repr(err))
         if join is not None and rec.offset <= join.upto:
@@ -212,7 +218,6 @@ class StreamConsumer:
 
     def _apply(self, partition: int, offset: int, event: EventRow, batch: _Batch) -> None:
         part = self._parts[partition]
-        part.last_event_wall = time.monotonic()
         seq = part.users[event.user_id]
         if self._known_items.get(event.item_id) != event.category_id:
             batch.items[event.item_id] = event.category_id
@@ -230,7 +235,7 @@ class StreamConsumer:
                 batch.clicks_ts_ms.append(event.ts_ms)
             else:
                 metrics.REPLAYED.labels("click").inc()
-        batch.ok[(event.event_type.value, outcome)] += 1
+        batch.ok[(event.event_type, outcome)] += 1
 
     def _write(self, batch: _Batch) -> None:
         """DLQ, then samples + changelog to Kafka, then Feast, then the commit (this order).

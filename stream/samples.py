@@ -143,6 +143,15 @@ class Pending:
         return cls(o, u, i, c, t, d, (hi, hc, ht), r, v, m, e, log_offset)
 
 
+def _index(index: dict[Any, list[int]], key: Any, offset: int) -> None:
+    """Append ``offset`` to ``index[key]`` (``setdefault`` would build a list on every call)."""
+    offsets = index.get(key)
+    if offsets is None:
+        index[key] = [offset]
+    else:
+        offsets.append(offset)
+
+
 @dataclass
 class JoinState:
     """The open impressions and watermark of one partition, plus changelog bookkeeping."""
@@ -164,11 +173,12 @@ class JoinState:
 
     # -- state changes ---------------------------------------------------------------------
     def add(self, entry: Pending) -> None:
-        self.pending[entry.offset] = entry
+        offset = entry.offset
+        self.pending[offset] = entry
         if entry.request_id is not None:
-            self._by_req.setdefault((entry.request_id, entry.item_id), []).append(entry.offset)
-        self._by_user.setdefault((entry.user_id, entry.item_id), []).append(entry.offset)
-        heapq.heappush(self._heap, (entry.deadline_ms, entry.offset))
+            _index(self._by_req, (entry.request_id, entry.item_id), offset)
+        _index(self._by_user, (entry.user_id, entry.item_id), offset)
+        heapq.heappush(self._heap, (entry.deadline_ms, offset))
 
     def _resolve(self, offset: int) -> Pending:
         entry = self.pending.pop(offset)
