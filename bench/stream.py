@@ -89,18 +89,25 @@ def raw_consume(cfg: KafkaConfig, n: int) -> float:
         consumer.close()
 
 
-def pipeline(settings: StreamSettings, n: int) -> float:
-    """Events/s of one StreamConsumer processing ``n`` events (first batch to last commit)."""
+def pipeline(settings: StreamSettings, n: int) -> tuple[float, dict[str, float]]:
+    """Events/s of one StreamConsumer processing ``n`` events (first batch to last commit),
+    and its µs an event by phase over the batches after the first (whose poll includes the
+    wait for the group to form)."""
     consumer = StreamConsumer(settings, client_id="bench-pipeline")
     try:
-        seen, start = 0, 0.0
+        seen, start, first = 0, 0.0, 0
         while seen < n:
             got = consumer.poll_once(timeout_ms=500)
             if got and not start:
                 start = time.perf_counter() - consumer.last_batch_seconds
+                first = got
+                consumer.phase_seconds.clear()
             seen += got
         consumer.commit_sync()  # commits are asynchronous: the time runs to the last one
-        return n / (time.perf_counter() - start)
+        eps = n / (time.perf_counter() - start)
+        rest = max(seen - first, 1)
+        phases = {k: round(v * 1e6 / rest, 2) for k, v in sorted(consumer.phase_seconds.items())}
+        return eps, phases
     finally:
         consumer.close()
 
@@ -184,6 +191,12 @@ def check(settings: StreamSettings) -> dict[str, int]:
             "sequences_duplicated": seq_dup}
 
 
+def _ceiling(raw_eps: float, phases: dict[str, float]) -> float | None:
+    """The anchor's µs an event over the pipeline's poll + Feast write (None: one batch)."""
+    floor_us = phases.get("poll", 0.0) + phases.get("feast_write", 0.0)
+    return round(1e6 / raw_eps / floor_us, 3) if floor_us > 0 else None
+
+
 def _machine(online_store: str) -> dict[str, Any]:
     return {"cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "kafka_python": version("kafka-python"),
@@ -217,7 +230,7 @@ def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window
         freeze_startup_heap()
         raw_runs = [raw_consume(thr.kafka, total) for _ in range(RAW_PASSES)]
         raw_eps = max(raw_runs)
-        pipe_eps = pipeline(thr, total)
+        pipe_eps, phases = pipeline(thr, total)
         drainer = StreamConsumer(thr, client_id="bench-drain")
         try:
             _drain(drainer, thr)
@@ -240,6 +253,11 @@ def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window
         "raw_consume_eps_runs": [round(r, 1) for r in raw_runs],
         "pipeline_eps": round(pipe_eps, 1),
         "ratio": round(pipe_eps / raw_eps, 3),
+        # µs an event by phase (batches after the first); the ceiling is the ratio the
+        # pipeline would reach if validation, the join, the sequence rule and the Kafka
+        # writes cost nothing: the anchor's time against the pipeline's poll + Feast write
+        "phases_us_per_event": phases,
+        "ratio_ceiling_poll_and_feast": _ceiling(raw_eps, phases),
         "events": total,
         "freshness_rate_eps": rate,
         "freshness_achieved_eps": round(achieved, 1),

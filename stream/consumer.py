@@ -85,6 +85,14 @@ class _Batch:
     ok: Counter[tuple[EventType, str]] = field(default_factory=Counter)  # (type, outcome)
     dead: dict[int, list[Any]] = field(default_factory=dict)  # DLQ send futures by partition
     commits: dict[TopicPartition, OffsetAndMetadata] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds by phase
+    lap_at: float = field(default_factory=time.perf_counter)
+
+    def lap(self, phase: str) -> None:
+        """Charge the time since the last lap to ``phase``."""
+        now = time.perf_counter()
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self.lap_at
+        self.lap_at = now
 
 
 class _Abandoned(Exception):
@@ -133,28 +141,33 @@ class StreamConsumer:
         self.freshness_ms: list[float] = []  # kept for the benchmark; metrics get the same
         self.keep_freshness = False
         self.last_batch_seconds = 0.0
+        self.phase_seconds: dict[str, float] = {}  # batches with records, by phase
         freeze_startup_heap()
 
     # -- one micro-batch ------------------------------------------------------------------
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Process one micro-batch; return the number of messages processed (0 when the
         batch was abandoned, to be replayed: see ``_abandon``)."""
+        batch = _Batch()
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.cfg.max_poll_records)
+        batch.lap("poll")
         self._restore_assigned()
         n = sum(len(recs) for recs in polled.values())
         if n == 0:
             self._idle_flush()
             self._update_lag()
             return 0
+        batch.lap("restore")
         t0 = time.perf_counter()
-        batch = _Batch()
         parsed: list[tuple[int, ConsumerRecord, EventRow | None]] = []
         now = datetime.now(UTC)  # the future-timestamp check's clock, read once a batch
         for tp, recs in polled.items():
             for rec in recs:
                 parsed.append((tp.partition, rec, self._validate(tp.partition, rec, batch, now)))
             batch.commits[tp] = OffsetAndMetadata(recs[-1].offset + 1, "", -1)
+        batch.lap("validate")
         self._load_users(parsed)
+        batch.lap("feast_read")
         wall = time.monotonic()
         for tp in polled:
             self._parts[tp.partition].last_event_wall = wall
@@ -163,11 +176,14 @@ class StreamConsumer:
                 self._apply(partition, rec.offset, event, batch)
             elif (join := self._parts[partition].join) is not None:
                 join.advance(rec.offset)  # in order: the next changelog record covers it
+        batch.lap("apply")
         try:
             self._write(batch)
         except _Abandoned as stage:
             self._abandon(polled, str(stage))
             return 0
+        finally:
+            self._account(batch)
         for (kind, outcome), count in batch.ok.items():
             metrics.EVENTS.labels(kind.value, outcome).inc(count)
         self.last_batch_seconds = time.perf_counter() - t0
@@ -250,12 +266,14 @@ class StreamConsumer:
         if batch.dead:
             self.samples.confirm_dead(batch.dead, joins)
         self.samples.emit(batch.samples, joins)
+        batch.lap("kafka_write")
         self._fence("feast")
         t0 = time.perf_counter()
         self._write_sequences(batch.changed)
         done = time.time()  # the new sequences are readable from here on
         self._write_items(batch.items)
         metrics.FEAST_WRITE.observe(time.perf_counter() - t0)
+        batch.lap("feast_write")
         for ts_ms in batch.clicks_ts_ms:
             age = done - ts_ms / 1000.0
             if 0.0 <= age < _FRESHNESS_MAX_S:
@@ -266,7 +284,14 @@ class StreamConsumer:
             self._known_items[item] = cat
         failpoint("after_feast")
         self._commit(batch.commits)
+        batch.lap("commit")
         failpoint("after_commit")
+
+    def _account(self, batch: _Batch) -> None:
+        """Add the batch's time by phase to the metric and to ``phase_seconds``."""
+        for phase, seconds in batch.phases.items():
+            metrics.PHASE_SECONDS.labels(phase).inc(seconds)
+            self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + seconds
 
     def _fence(self, stage: str) -> None:
         """Raise ``_Abandoned`` when the group may already have moved the partitions on."""

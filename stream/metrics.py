@@ -44,6 +44,11 @@ BATCH_SECONDS = Histogram(
     "Duration of one micro-batch from poll return to offset commit",
     buckets=_LATENCY_BUCKETS,
 )
+PHASE_SECONDS = Counter(
+    "recstream_stream_phase_seconds_total",
+    "Time spent in each phase of the micro-batches that had records",
+    ["phase"],
+)
 FRESHNESS = Histogram(
     "recstream_stream_feature_freshness_seconds",
     "Event time of a click to the moment its new sequence is readable online",

@@ -42,6 +42,11 @@ def test_a_short_run_reports_the_figures_and_loses_nothing(broker: str, tmp_path
         assert phase["samples_wrong"] == 0
     assert out["raw_consume_eps"] > 0 and out["pipeline_eps"] > 0
     assert out["ratio"] == round(out["pipeline_eps"] / out["raw_consume_eps"], 3)
+    phases = out["phases_us_per_event"]
+    if phases:  # empty when the whole run fitted in one batch
+        assert phases["poll"] > 0 and phases["feast_write"] > 0
+        assert out["ratio_ceiling_poll_and_feast"] == round(
+            1e6 / out["raw_consume_eps"] / (phases["poll"] + phases["feast_write"]), 3)
     assert out["freshness_clicks"] > 0
     assert 0 < out["freshness_p50_ms"] <= out["freshness_p99_ms"] <= out["freshness_max_ms"]
     assert out["machine"]["online_store"] == store

@@ -24,6 +24,7 @@ WORLD = SyntheticConfig(n_users=60, seconds_between_events=0.2)
 
 def test_replay_builds_the_offline_sequences_and_samples(settings: StreamSettings) -> None:
     produce(events_from_frame(generate(1500, WORLD), id_prefix="r"), settings.kafka)
+    before = {p: _phase_total(p) for p in _PHASES}
     consumer = StreamConsumer(settings)
     try:
         drain([consumer], settings)
@@ -33,6 +34,20 @@ def test_replay_builds_the_offline_sequences_and_samples(settings: StreamSetting
     assert_exact(outcome)
     # Trimming was exercised: some user clicked more often than the history keeps.
     assert outcome.full_users > 0
+    # Every phase of the batches was timed, for the benchmark and for the metric.
+    assert set(_PHASES) <= set(consumer.phase_seconds)
+    for phase in _PHASES:
+        assert consumer.phase_seconds[phase] > 0
+        assert _phase_total(phase) - before[phase] == pytest.approx(
+            consumer.phase_seconds[phase])
+
+
+_PHASES = ("poll", "validate", "feast_read", "apply", "kafka_write", "feast_write", "commit")
+
+
+def _phase_total(phase: str) -> float:
+    value = REGISTRY.get_sample_value("recstream_stream_phase_seconds_total", {"phase": phase})
+    return value or 0.0
 
 
 def _run(consumer: StreamConsumer, stop: threading.Event) -> threading.Thread:
