@@ -19,7 +19,7 @@ A sample's id is ``{partition}-{offset}`` of its impression (or lone click), so 
 event yields at most one sample; ``ahead`` holds ids a crashed run already emitted past the
 restored state, and those are never emitted again.
 
-Records of the samples topic and of the join-state changelog are compact JSON (orjson)
+Records of the samples topic and of the join-state changelog are compact JSON (msgspec)
 compressed with zstd level 1 by :func:`pack` (the Kafka producer does not compress them
 again: kafka-python's gzip always uses level 9, several ms a batch, and its zstd, done in
 the sender thread, measured slower than this). zstd level 1 takes ~0.4 µs a sample where
