@@ -81,7 +81,7 @@ class Event(BaseModel):
 class EventRow(msgspec.Struct, frozen=True, gc=False):
     """What the pipeline uses of one valid event, event time in integer milliseconds.
 
-    A msgspec Struct: made in C (~0.1 µs where a NamedTuple took ~0.4 µs), immutable, compared
+    A msgspec Struct: made in C (~0.08 µs where a NamedTuple took ~0.27 µs), immutable, compared
     by value, and out of the cyclic GC's reach (it holds no containers).
     """
 
