@@ -23,7 +23,6 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
@@ -88,11 +87,13 @@ class _Batch:
     phases: dict[str, float] = field(default_factory=dict)  # seconds by phase
     lap_at: float = field(default_factory=time.perf_counter)
 
-    def lap(self, phase: str) -> None:
-        """Charge the time since the last lap to ``phase``."""
+    def lap(self, phase: str) -> float:
+        """Charge the time since the last lap to ``phase``; return it (seconds)."""
         now = time.perf_counter()
-        self.phases[phase] = self.phases.get(phase, 0.0) + now - self.lap_at
+        seconds = now - self.lap_at
+        self.phases[phase] = self.phases.get(phase, 0.0) + seconds
         self.lap_at = now
+        return seconds
 
 
 class _Abandoned(Exception):
@@ -160,10 +161,9 @@ class StreamConsumer:
         batch.lap("restore")
         t0 = time.perf_counter()
         parsed: list[tuple[int, ConsumerRecord, EventRow | None]] = []
-        now = datetime.now(UTC)  # the future-timestamp check's clock, read once a batch
         for tp, recs in polled.items():
             for rec in recs:
-                parsed.append((tp.partition, rec, self._validate(tp.partition, rec, batch, now)))
+                parsed.append((tp.partition, rec, self._validate(tp.partition, rec, batch)))
             batch.commits[tp] = OffsetAndMetadata(recs[-1].offset + 1, "", -1)
         batch.lap("validate")
         self._load_users(parsed)
@@ -192,15 +192,14 @@ class StreamConsumer:
         self._update_lag()
         return n
 
-    def _validate(self, partition: int, rec: ConsumerRecord, batch: _Batch, now: datetime
-                  ) -> EventRow | None:
+    def _validate(self, partition: int, rec: ConsumerRecord, batch: _Batch) -> EventRow | None:
         join = self._parts[partition].join
         # A letter found by the restore stays the verdict even if the message would pass now
         # (a future timestamp that is no longer in the future).
         if join is not None and join.dead_ahead and join.dead_ahead_hit(rec.offset):
             return self._replayed_dead(partition, batch)
         try:
-            return validate(rec.key, rec.value, self.settings.max_future_skew_s, now)
+            return validate(rec.key, rec.value, self.settings.max_future_skew_s)
         except Exception as err:  # any input the contract cannot read goes to the DLQ
             exc = err if isinstance(err, InvalidEvent) else InvalidEvent("unexpected", repr(err))
         if join is not None and rec.offset <= join.upto:
@@ -268,12 +267,10 @@ class StreamConsumer:
         self.samples.emit(batch.samples, joins)
         batch.lap("kafka_write")
         self._fence("feast")
-        t0 = time.perf_counter()
         self._write_sequences(batch.changed)
         done = time.time()  # the new sequences are readable from here on
         self._write_items(batch.items)
-        metrics.FEAST_WRITE.observe(time.perf_counter() - t0)
-        batch.lap("feast_write")
+        metrics.FEAST_WRITE.observe(batch.lap("feast_write"))
         for ts_ms in batch.clicks_ts_ms:
             age = done - ts_ms / 1000.0
             if 0.0 <= age < _FRESHNESS_MAX_S:

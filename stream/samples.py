@@ -68,7 +68,7 @@ class Sample(msgspec.Struct, gc=False):
     model_version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__struct_fields__}
+        return msgspec.structs.asdict(self)
 
 
 _ENCODE = msgspec.json.Encoder().encode
