@@ -19,7 +19,6 @@ and stops it at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -35,6 +34,7 @@ import numpy as np
 from kafka import TopicPartition
 from kafka.record import util as kafka_record_util
 
+from bench import write_result
 from bench.stream_scale import scale_out
 from features.store import FeastConfig, FeatureAccess, apply_definitions, open_store
 from infra.stack import start_broker
@@ -317,11 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                 proc.terminate()
                 proc.wait(timeout=10)
     result["machine"]["load_average_before"] = load_before
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    print(write_result(result, args.json))
     return 0
 
 

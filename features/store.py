@@ -20,7 +20,6 @@ from typing import Any, Literal
 import yaml
 from feast import FeatureStore, RepoConfig
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Int64List
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from pydantic import BaseModel
 
@@ -46,7 +45,11 @@ def repo_config(cfg: FeastConfig) -> RepoConfig:
     raw["project"] = cfg.project
     raw["registry"] = str(data_dir / raw["registry"])
     if cfg.online_store == "redis":
-        raw["online_store"] = {"type": "redis", "connection_string": cfg.redis_connection_string}
+        # skip_dedup: no read of the stored stamps before each write. The stamps written
+        # here are already forced past the stored ones (``_after``), so Feast's check could
+        # never drop one of our rows; it cost a round trip and ~20% of a write.
+        raw["online_store"] = {"type": "redis", "connection_string": cfg.redis_connection_string,
+                               "skip_dedup": True}
     else:
         raw["online_store"]["path"] = str(data_dir / raw["online_store"]["path"])
     config = RepoConfig(**raw)
@@ -107,7 +110,9 @@ def _key(join_key: str, value: int) -> EntityKeyProto:
 
 
 def _int64s(values: list[int]) -> ValueProto:
-    return ValueProto(int64_list_val=Int64List(val=values))
+    value = ValueProto()
+    value.int64_list_val.val.extend(values)  # ~2.0 µs for 50 ids, the constructor ~3.3 µs
+    return value
 
 
 _Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]

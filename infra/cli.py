@@ -118,6 +118,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace, rest: list[str]) -> int:
     if args.which == "stream":
         from bench.stream import main as bench_main
+    elif args.which == "feast":
+        from bench.feast_write import main as bench_main
     else:
         from bench.quality import main as bench_main
     return int(bench_main(rest))
@@ -158,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--rate", type=float, default=1000.0)
 
     be = sub.add_parser("bench", help="benchmarks (options after the name go to it)")
-    be.add_argument("which", choices=["stream", "quality"])
+    be.add_argument("which", choices=["stream", "feast", "quality"])
     return p
 
 

@@ -1,0 +1,141 @@
+"""Benchmark of the stream consumer's Feast write: recstream's online stores against Feast's.
+
+Run: ``recstream bench feast --json bench/results/feast_write.json`` (or ``python -m
+bench.feast_write --json PATH [--users 500 8000] [--rounds 8]``).
+
+One write = ``FeatureAccess.write_sequences`` of N users with full sequences (50 clicks),
+what one micro-batch of the consumer writes: building the protobuf rows plus the online
+store's ``online_write_batch``. Variants, each on its own fresh Feast project:
+
+* ``sqlite_feast``: Feast 0.67's ``SqliteOnlineStore`` (one ``execute`` per feature row);
+* ``sqlite_batched``: ``features.sqlite_store.BatchedSqliteOnlineStore`` (the default);
+* ``redis_dedup``: Feast's Redis store with its stamp check (a read before each write);
+* ``redis_skip_dedup``: the same with ``skip_dedup`` (recstream's setting; skipped without
+  a Redis server).
+
+The variants are run in turn, ``--rounds`` writes each per turn and three turns, so that the
+host's drift hits them alike; the figures are medians over all writes but each project's
+first (table creation, cold pages). The heap is frozen first, as the consumer does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import random
+import socket
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from functools import partial
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+from bench import write_result
+from features.store import FeastConfig, FeatureAccess, UserSequence, apply_definitions, open_store
+
+TURNS = 3
+
+
+def _redis_up(host: str = "127.0.0.1", port: int = 6379) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _sequences(n_users: int, seed: int = 1) -> dict[int, UserSequence]:
+    rnd = random.Random(seed)
+    return {u: UserSequence(item_ids=[rnd.randrange(1682) for _ in range(50)],
+                            cat_ids=[rnd.randrange(19) for _ in range(50)],
+                            ts_ms=sorted(rnd.randrange(10**12) for _ in range(50)),
+                            last_partition=u % 4, last_offset=rnd.randrange(10**6))
+            for u in range(n_users)}
+
+
+def _open(root: Path, variant: str) -> FeatureAccess:
+    kind = "redis" if variant.startswith("redis") else "sqlite"
+    store = open_store(FeastConfig(data_dir=root / variant, online_store=kind,
+                                   project=f"fw{uuid.uuid4().hex[:8]}"))
+    apply_definitions(store)
+    if variant == "sqlite_feast":
+        # The local provider's store instance (private in Feast 0.67): Feast's own class.
+        store.provider._online_store = SqliteOnlineStore()  # type: ignore[attr-defined]
+    if variant == "redis_dedup":
+        store.config.online_store.skip_dedup = False
+    return FeatureAccess(store)
+
+
+def _timed(write: Callable[[], None], rounds: int) -> list[float]:
+    out = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        write()
+        out.append((time.perf_counter() - start) * 1000.0)
+    return out
+
+
+def run(users: list[int], rounds: int, variants: list[str]) -> dict[str, Any]:
+    """Medians (ms a write, µs a user row) of every variant and user count."""
+    root = Path(tempfile.mkdtemp(prefix="recstream-feast-bench-"))
+    result: dict[str, Any] = {}
+    for n in users:
+        seqs = _sequences(n)
+        stores = {v: _open(root / str(n), v) for v in variants}
+        for access in stores.values():
+            access.write_sequences(seqs)  # creates the rows: later writes are updates
+        runs: dict[str, list[float]] = {v: [] for v in variants}
+        for _ in range(TURNS):
+            for v, access in stores.items():
+                runs[v] += _timed(partial(access.write_sequences, seqs), rounds)
+        per: dict[str, Any] = {
+            v: {"median_ms": round(statistics.median(r), 2),
+                "us_per_user": round(statistics.median(r) * 1000.0 / n, 2),
+                "runs_ms": [round(x, 2) for x in r]} for v, r in runs.items()}
+        if "sqlite_feast" in per:
+            per["sqlite_batched_over_feast"] = round(
+                per["sqlite_batched"]["median_ms"] / per["sqlite_feast"]["median_ms"], 3)
+        if "redis_dedup" in per:
+            per["redis_skip_over_dedup"] = round(
+                per["redis_skip_dedup"]["median_ms"] / per["redis_dedup"]["median_ms"], 3)
+        result[f"users_{n}"] = per
+        for access in stores.values():
+            access.store.teardown()  # Redis: this project's keys go
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``recstream bench feast --json PATH``: run the benchmark, print and write the JSON."""
+    p = argparse.ArgumentParser(prog="recstream bench feast", description=__doc__.splitlines()[0])
+    p.add_argument("--json", type=Path, help="write the result here")
+    p.add_argument("--users", type=int, nargs="+", default=[500, 8000],
+                   help="users a write (500: the stream benchmark's batches; 8000: 50k users)")
+    p.add_argument("--rounds", type=int, default=8, help="writes per variant and turn")
+    args = p.parse_args(argv)
+    variants = ["sqlite_feast", "sqlite_batched"]
+    if _redis_up():
+        variants += ["redis_dedup", "redis_skip_dedup"]
+    load_before = list(os.getloadavg())
+    gc.collect()
+    gc.freeze()  # as the consumer does: the start-up heap out of the GC's reach
+    result = {
+        "what": "FeatureAccess.write_sequences of N users (50 clicks each): ms a write",
+        "variants": variants, "turns": TURNS, "rounds": args.rounds,
+        **run(args.users, args.rounds, variants),
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "feast": version("feast"),
+                    "load_average_before": load_before, "load_average": list(os.getloadavg()),
+                    "redis": "127.0.0.1:6379" if "redis_dedup" in variants else None},
+    }
+    print(write_result(result, args.json))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

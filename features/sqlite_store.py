@@ -1,0 +1,99 @@
+"""Feast's SQLite online store with one ``executemany`` a write instead of a statement a row.
+
+Selected in ``feature_store.yaml`` (``type: features.sqlite_store.BatchedSqliteOnlineStore``);
+everything but ``online_write_batch`` is Feast's own ``SqliteOnlineStore``: the same tables,
+the same rows, read by Feast's ``online_read`` and ``get_online_features`` as before.
+
+Why: Feast 0.67 writes a feature row (entity, feature) with its own ``execute`` and runs, for
+each of them, the entity-key serialisation, the two timestamp adapters and the value-text
+extraction again, though they depend on the entity row only. A stream consumer writes ~500
+user rows of six features a batch; built once a row and sent as one ``executemany``, the
+same write costs less than half (``bench/results/feast_write.json``). The rows written are
+those of Feast's own method, bytes for bytes: ``tests/features/test_sqlite_store.py`` writes
+the same data both ways and compares the tables. Configurations this method does not
+cover (OpenAI-compatible ``value_num``, vector columns) go to Feast's own method.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Literal
+
+from feast import FeatureView, RepoConfig
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.helpers import compute_table_id, extract_text_and_num
+from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.utils import to_naive_utc
+
+_Type = Literal["features.sqlite_store.BatchedSqliteOnlineStore"]
+_Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
+
+
+class BatchedSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
+    """Feast's SQLite settings; only the type selector differs."""
+
+    type: _Type = "features.sqlite_store.BatchedSqliteOnlineStore"  # type: ignore[assignment]
+
+
+def _adapt(stamp: datetime | None) -> Any:
+    """The value sqlite3 stores for ``stamp``: the adapter Feast registered for datetimes."""
+    if stamp is None:
+        return None
+    naive = to_naive_utc(stamp)
+    adapter = sqlite3.adapters.get((datetime, sqlite3.PrepareProtocol))
+    return adapter(naive) if adapter is not None else naive
+
+
+class BatchedSqliteOnlineStore(SqliteOnlineStore):
+    """``SqliteOnlineStore`` whose writes are one ``executemany`` (see module docstring)."""
+
+    _KEYS_MAX = 1 << 20  # serialised entity keys kept (~100 MB at most); then started afresh
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._keys: dict[tuple[int, bytes], bytes] = {}
+
+    def _entity_key(self, entity_key: EntityKeyProto, version: int) -> bytes:
+        """Feast's serialisation of ``entity_key``, kept: the same users come back each batch
+        (~2.5 µs in Feast's Python, ~0.3 µs for the protobuf bytes it is looked up by)."""
+        wire = (version, entity_key.SerializeToString(deterministic=True))
+        key = self._keys.get(wire)
+        if key is None:
+            if len(self._keys) >= self._KEYS_MAX:
+                self._keys.clear()
+            key = self._keys[wire] = serialize_entity_key(
+                entity_key, entity_key_serialization_version=version)
+        return key
+
+    def online_write_batch(self, config: RepoConfig, table: FeatureView, data: list[_Row],
+                           progress: Callable[[int], Any] | None) -> None:
+        """Upsert ``data`` as Feast's SQLite store does, in one statement execution."""
+        store = config.online_store
+        if getattr(store, "enable_openai_compatible_store", False) or store.vector_enabled:
+            super().online_write_batch(config, table, data, progress)
+            return
+        conn = self._get_conn(config)
+        name = compute_table_id(config.project, table,
+                                config.registry.enable_online_feature_view_versioning)
+        quoted = '"' + name.replace('"', '""') + '"'
+        sql = (f"INSERT INTO {quoted} (entity_key, feature_name, value, value_text, event_ts, "
+               "created_ts) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) "
+               "DO UPDATE SET value = excluded.value, value_text = excluded.value_text, "
+               "event_ts = excluded.event_ts, created_ts = excluded.created_ts;")
+        version = config.entity_key_serialization_version
+        params: list[tuple[Any, ...]] = []
+        for entity_key, values, stamp, created in data:
+            key = self._entity_key(entity_key, version)
+            event_ts, created_ts = _adapt(stamp), _adapt(created)
+            for feature, value in values.items():
+                text, _ = extract_text_and_num(value, False)
+                params.append((key, feature, value.SerializeToString(), text, event_ts,
+                               created_ts))
+        with conn:
+            conn.executemany(sql, params)
+        if progress:
+            progress(len(data))
