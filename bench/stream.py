@@ -112,9 +112,10 @@ def pipeline(settings: StreamSettings, n: int) -> tuple[float, dict[str, float]]
         consumer.close()
 
 
-def _produce_live(cfg_json: str, n: int, rate: float, seed: int, report: Any) -> None:
+def _produce_live(cfg_json: str, n: int, rate: float, seed: int, users: int,
+                  report: Any) -> None:
     cfg = KafkaConfig.model_validate_json(cfg_json)
-    frame = generate(n, SyntheticConfig(seed=seed))
+    frame = generate(n, SyntheticConfig(seed=seed, n_users=users))
     producer = make_producer(cfg)
     report.put(("ready", 0, 0.0))
     start = time.perf_counter()
@@ -124,7 +125,8 @@ def _produce_live(cfg_json: str, n: int, rate: float, seed: int, report: Any) ->
     producer.close()
 
 
-def freshness(settings: StreamSettings, n: int, rate: float) -> tuple[list[float], float]:
+def freshness(settings: StreamSettings, n: int, rate: float,
+              users: int = 500) -> tuple[list[float], float]:
     """Freshness (ms) of every click while a producer process sends ``n`` live events."""
     consumer = StreamConsumer(settings, client_id="bench-fresh")
     consumer.keep_freshness = True
@@ -135,7 +137,7 @@ def freshness(settings: StreamSettings, n: int, rate: float) -> tuple[list[float
         ctx = mp.get_context("spawn")
         report = ctx.Queue()
         proc = ctx.Process(target=_produce_live,
-                           args=(settings.kafka.model_dump_json(), n, rate, 11, report))
+                           args=(settings.kafka.model_dump_json(), n, rate, 11, users, report))
         start = time.perf_counter()
         proc.start()
         while report.empty() and proc.is_alive():  # imports and data generation: not timed
@@ -208,11 +210,12 @@ def _machine(online_store: str) -> dict[str, Any]:
 
 def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window_s: float,
         online: dict[str, Any] | None = None, processes: int = 0,
-        max_poll_records: int | None = None) -> dict[str, Any]:
+        max_poll_records: int | None = None, users: int = 500) -> dict[str, Any]:
     """Both phases on a fresh topic set and Feast project each; ``online``: FeastConfig
-    fields of the online store (default: SQLite under ``data_dir``). A Redis project is torn
-    down at the end (its keys deleted). ``processes`` > 0 adds the scale-out phase
-    (:mod:`bench.stream_scale`) over the throughput phase's events, with its own outputs."""
+    fields of the online store (default: SQLite under ``data_dir``); ``users``: of the
+    synthetic world. A Redis project is torn down at the end (its keys deleted).
+    ``processes`` > 0 adds the scale-out phase (:mod:`bench.stream_scale`) over the
+    throughput phase's events, with its own outputs."""
     online = online or {}
     thr = _settings(bootstrap, data_dir, window_s, online)
     if max_poll_records:  # tests: several batches from a short run
@@ -222,7 +225,7 @@ def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window
     scale_cfg.kafka.topics.events = thr.kafka.topics.events
     scale: dict[str, Any] | None = None
     try:
-        frame = generate(n, SyntheticConfig(seed=3))
+        frame = generate(n, SyntheticConfig(seed=3, n_users=users))
         total = produce(events_from_frame(frame, id_prefix="bench"), thr.kafka)
         # The anchor reads the topic in 0.15-0.3 s. Its passes used to alternate between two
         # speeds (2.7x apart, CPU-bound both): a pass that ran a full collection of the cyclic
@@ -239,7 +242,7 @@ def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window
             _drain(drainer, thr)
         finally:
             drainer.close()
-        fresh, achieved = freshness(fresh_cfg, live_n, rate)
+        fresh, achieved = freshness(fresh_cfg, live_n, rate, users)
         checks = {"throughput_phase": check(thr), "freshness_phase": check(fresh_cfg)}
         if processes > 0:
             scale = scale_out(scale_cfg, processes, total)
@@ -263,6 +266,7 @@ def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window
         "anchor_us_per_event": round(1e6 / raw_eps, 2),
         "ratio_ceiling": _ceiling(raw_eps, phases),
         "events": total,
+        "users": users,
         "freshness_rate_eps": rate,
         "freshness_achieved_eps": round(achieved, 1),
         "freshness_events": live_n,
@@ -292,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bootstrap", help="use this broker instead of starting one")
     p.add_argument("--data-dir", type=Path, help="Feast data (default: a temp dir)")
     p.add_argument("--online-store", choices=["sqlite", "redis"], default="sqlite")
+    p.add_argument("--users", type=int, default=500,
+                   help="users of the synthetic world (more users: more Feast rows a batch)")
     p.add_argument("--processes", type=int, default=0,
                    help="also run N consumer processes of one group (scale_out in the JSON)")
     p.add_argument("--redis", default="127.0.0.1:6379", help="Redis connection string")
@@ -311,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.online_store == "redis":
                 online["redis_connection_string"] = args.redis
             result = run(bootstrap, data_dir, args.events, args.rate, live_n, args.window,
-                         online, args.processes)
+                         online, args.processes, users=args.users)
         finally:
             if proc is not None:
                 proc.terminate()

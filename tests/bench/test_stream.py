@@ -28,8 +28,10 @@ def test_a_short_run_reports_the_figures_and_loses_nothing(broker: str, tmp_path
             pytest.skip("no Redis server on 127.0.0.1:6379")
         online["redis_connection_string"] = "127.0.0.1:6379"
     processes = 2 if store == "redis" else 0  # several processes: the production store
+    users = 500 if store == "redis" else 3000  # SQLite: most users new, a row per event
     out = run(broker, tmp_path, n=600, rate=400.0, live_n=1200, window_s=1.0, online=online,
-              processes=processes, max_poll_records=200)
+              processes=processes, max_poll_records=200, users=users)
+    assert out["users"] == users
     assert out["lost"] == 0 and out["duplicated"] == 0
     assert len(out["checks"]) == (3 if processes else 2)
     if processes:
