@@ -15,13 +15,12 @@ store's ``online_write_batch``. Variants, each on its own fresh Feast project:
 
 The variants are run in turn, ``--rounds`` writes each per turn and three turns, so that the
 host's drift hits them alike; the figures are medians over all writes but each project's
-first (table creation, cold pages). The heap is frozen first, as the consumer does.
+first (table creation, cold pages). The GC runs as in the consumer (``freeze_startup_heap``).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import platform
 import random
@@ -40,6 +39,7 @@ from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
 from bench import write_result
 from features.store import FeastConfig, FeatureAccess, UserSequence, apply_definitions, open_store
+from stream.consumer import freeze_startup_heap
 
 TURNS = 3
 
@@ -67,6 +67,8 @@ def _open(root: Path, variant: str) -> FeatureAccess:
     if variant == "sqlite_feast":
         # The local provider's store instance (private in Feast 0.67): Feast's own class.
         store.provider._online_store = SqliteOnlineStore()  # type: ignore[attr-defined]
+        if type(store.provider.online_store) is not SqliteOnlineStore:
+            raise RuntimeError("could not put Feast's own SQLite store in place")
     if variant == "redis_dedup":
         store.config.online_store.skip_dedup = False
     return FeatureAccess(store)
@@ -83,11 +85,16 @@ def _timed(write: Callable[[], None], rounds: int) -> list[float]:
 
 def run(users: list[int], rounds: int, variants: list[str]) -> dict[str, Any]:
     """Medians (ms a write, µs a user row) of every variant and user count."""
-    root = Path(tempfile.mkdtemp(prefix="recstream-feast-bench-"))
-    result: dict[str, Any] = {}
-    for n in users:
-        seqs = _sequences(n)
-        stores = {v: _open(root / str(n), v) for v in variants}
+    with tempfile.TemporaryDirectory(prefix="recstream-feast-bench-") as tmp:
+        return {f"users_{n}": _one(Path(tmp) / str(n), n, rounds, variants) for n in users}
+
+
+def _one(root: Path, n: int, rounds: int, variants: list[str]) -> dict[str, Any]:
+    seqs = _sequences(n)
+    stores: dict[str, FeatureAccess] = {}
+    try:
+        for v in variants:
+            stores[v] = _open(root, v)
         for access in stores.values():
             access.write_sequences(seqs)  # creates the rows: later writes are updates
         runs: dict[str, list[float]] = {v: [] for v in variants}
@@ -104,10 +111,10 @@ def run(users: list[int], rounds: int, variants: list[str]) -> dict[str, Any]:
         if "redis_dedup" in per:
             per["redis_skip_over_dedup"] = round(
                 per["redis_skip_dedup"]["median_ms"] / per["redis_dedup"]["median_ms"], 3)
-        result[f"users_{n}"] = per
+        return per
+    finally:
         for access in stores.values():
             access.store.teardown()  # Redis: this project's keys go
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if _redis_up():
         variants += ["redis_dedup", "redis_skip_dedup"]
     load_before = list(os.getloadavg())
-    gc.collect()
-    gc.freeze()  # as the consumer does: the start-up heap out of the GC's reach
+    freeze_startup_heap()  # the consumer's GC regime: start-up heap frozen, rare full passes
     result = {
         "what": "FeatureAccess.write_sequences of N users (50 clicks each): ms a write",
         "variants": variants, "turns": TURNS, "rounds": args.rounds,

@@ -8,8 +8,9 @@ the group with their partitions paused (a group forms in seconds on Tansu: witho
 the first member would read everything before the second one joins), then all resume at
 once; each worker first takes one record untimed (``warm_up``, as the single-process run
 does), and the figure is the other events of the topic over the time from the first worker's
-end of warm-up to the last commit. Every worker's output is checked against the offline
-recomputation like the single-process run.
+end of warm-up to the last commit (a worker that ends its warm-up later has that time in the
+window but not its record: the figure leans low by one warm-up at most). Every worker's
+output is checked against the offline recomputation like the single-process run.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ class BatchedSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
 
 
 def _adapt(stamp: datetime | None) -> Any:
-    """The value sqlite3 stores for ``stamp``: the adapter Feast registered for datetimes."""
+    """The value sqlite3 stores for ``stamp`` (a ``datetime`` or None: see ``_plain``), through
+    the adapter Feast registered for datetimes, as Feast's own write does."""
     if stamp is None:
         return None
     naive = to_naive_utc(stamp)
@@ -48,10 +49,18 @@ def _adapt(stamp: datetime | None) -> Any:
     return adapter(naive) if adapter is not None else naive
 
 
+def _plain(data: list[_Row]) -> bool:
+    """Whether every stamp is exactly a ``datetime`` (event) or None (created): sqlite3 looks
+    adapters up by exact type, so anything else (a pandas Timestamp) is left to Feast's own
+    write, which raises or stores it as it always did."""
+    return all(type(stamp) is datetime and (created is None or type(created) is datetime)
+               for _, _, stamp, created in data)
+
+
 class BatchedSqliteOnlineStore(SqliteOnlineStore):
     """``SqliteOnlineStore`` whose writes are one ``executemany`` (see module docstring)."""
 
-    _KEYS_MAX = 1 << 20  # serialised entity keys kept (~100 MB at most); then started afresh
+    _KEYS_MAX = 1 << 18  # serialised entity keys kept (~230 B each: ~60 MB); then afresh
 
     def __init__(self) -> None:
         super().__init__()
@@ -73,7 +82,8 @@ class BatchedSqliteOnlineStore(SqliteOnlineStore):
                            progress: Callable[[int], Any] | None) -> None:
         """Upsert ``data`` as Feast's SQLite store does, in one statement execution."""
         store = config.online_store
-        if getattr(store, "enable_openai_compatible_store", False) or store.vector_enabled:
+        if (getattr(store, "enable_openai_compatible_store", False) or store.vector_enabled
+                or not _plain(data)):
             super().online_write_batch(config, table, data, progress)
             return
         conn = self._get_conn(config)
@@ -95,5 +105,5 @@ class BatchedSqliteOnlineStore(SqliteOnlineStore):
                                created_ts))
         with conn:
             conn.executemany(sql, params)
-        if progress:
-            progress(len(data))
+        if progress and data:
+            progress(len(data))  # Feast calls it once a row: the same total

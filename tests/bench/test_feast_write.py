@@ -16,7 +16,8 @@ def test_a_short_run_reports_every_variant() -> None:
     per = out["users_40"]
     for v in variants:
         assert per[v]["median_ms"] > 0 and len(per[v]["runs_ms"]) == 2 * 3
-    assert per["sqlite_batched_over_feast"] > 0
+    assert per["sqlite_batched_over_feast"] == round(
+        per["sqlite_batched"]["median_ms"] / per["sqlite_feast"]["median_ms"], 3)
 
 
 def test_every_variant_reads_back_what_was_written(tmp_path: Path) -> None:

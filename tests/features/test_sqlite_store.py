@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import pandas as pd
+import pytest
 from feast import FeatureStore
 from feast.infra.online_stores.sqlite import SqliteOnlineStore
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -44,10 +48,22 @@ def test_the_default_repo_selects_the_batched_store(tmp_path: Path) -> None:
     assert isinstance(_store(tmp_path, "a").provider.online_store, BatchedSqliteOnlineStore)
 
 
-def test_rows_are_those_of_feasts_own_store(tmp_path: Path) -> None:
+@pytest.fixture(params=["UTC", "America/Los_Angeles"])
+def local_zone(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The process's local time zone: Feast's stamp adapter reads naive times as local time,
+    so only a zone other than UTC shows whether aware stamps are converted as Feast does."""
+    monkeypatch.setenv("TZ", request.param)
+    time.tzset()
+    yield request.param
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_rows_are_those_of_feasts_own_store(tmp_path: Path, local_zone: str) -> None:
     ours = _store(tmp_path, "ours")
     feast = _store(tmp_path, "feast")
     feast.provider._online_store = SqliteOnlineStore()  # Feast's own write path
+    assert type(feast.provider.online_store) is SqliteOnlineStore  # the swap took effect
     view = ours.get_feature_view("user_behavior_fv")
 
     @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
@@ -65,6 +81,17 @@ def test_rows_are_those_of_feasts_own_store(tmp_path: Path) -> None:
 
     check()
     assert _table(ours, "user_behavior_fv")  # the property wrote rows at all
+
+
+def test_stamps_sqlite3_has_no_adapter_for_go_to_feasts_write(tmp_path: Path) -> None:
+    """A pandas Timestamp (a datetime subclass sqlite3 cannot bind): Feast's own write
+    decides, as before this store; it refuses it, and so does ours."""
+    ours = _store(tmp_path, "ours")
+    view = ours.get_feature_view("user_behavior_fv")
+    row = _row({"last_offset": ValueProto(int64_val=1)}, 1, pd.Timestamp("2026-01-01", tz="UTC"),
+               None)
+    with pytest.raises(sqlite3.ProgrammingError):
+        ours.provider.online_write_batch(ours.config, view, [row], None)
 
 
 def test_what_it_writes_feast_reads_back(tmp_path: Path) -> None:
