@@ -265,7 +265,7 @@ def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window
         "raw_consume_eps_runs": [round(r, 1) for r in raw_runs],
         "pipeline_eps": round(pipe_eps, 1),
         "ratio": round(pipe_eps / raw_eps, 3),
-        # µs an event by phase (batches after the first), and the ratio the pipeline would
+        # µs an event by phase (after the warm-up record), and the ratio the pipeline would
         # reach if it decoded as fast as the anchor and validation, the join, the sequence
         # rule and the Kafka writes cost nothing: only its Feast write on top of the anchor
         "phases_us_per_event": phases,

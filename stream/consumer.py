@@ -51,7 +51,8 @@ FULL_GC_EVERY = 100  # middle-generation passes between full ones (CPython's def
 
 
 def freeze_startup_heap() -> None:
-    """Move what start-up allocated out of the cyclic GC's reach, once per process.
+    """Move what start-up allocated out of the cyclic GC's reach, and make full collections
+    rarer (``FULL_GC_EVERY``), once per process.
 
     Everything allocated by then (Feast, pandas, pyarrow, kafka-python: ~300k objects) lives
     as long as the process; full GC passes over it took ~270 ms and were the worst freshness
@@ -61,7 +62,7 @@ def freeze_startup_heap() -> None:
     if not _frozen:
         gc.collect()
         gc.freeze()
-        # Full collections only every FULL_GC_EVERY young-generation passes instead of 10.
+        # Full collections only every FULL_GC_EVERY middle-generation passes instead of 10.
         # What is not frozen is the consumer's own state (caches, join entries, a batch's
         # samples): a full pass over it took 12-14 ms, twice in the benchmark's 28k events
         # (~0.9 µs an event, half of all GC time); the consumer's garbage is acyclic almost
