@@ -8,8 +8,11 @@ from typing import Any
 
 
 def write_result(result: dict[str, Any], path: Path | None) -> str:
-    """The result as indented JSON, also written to ``path`` (folders made) when given."""
-    text = json.dumps(result, indent=2)
+    """The result as indented JSON, also written to ``path`` (folders made) when given.
+
+    Numbers that ``json`` does not know (numpy scalars) are written as floats.
+    """
+    text = json.dumps(result, indent=2, default=float)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n")

@@ -24,7 +24,6 @@ import argparse
 import os
 import platform
 import random
-import socket
 import statistics
 import tempfile
 import time
@@ -39,15 +38,10 @@ from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
 from bench import write_result
 from features.store import FeastConfig, FeatureAccess, UserSequence, apply_definitions, open_store
+from infra.stack import redis_up
 from stream.consumer import freeze_startup_heap
 
 TURNS = 3
-
-
-def _redis_up(host: str = "127.0.0.1", port: int = 6379) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
 
 
 def _sequences(n_users: int, seed: int = 1) -> dict[int, UserSequence]:
@@ -126,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=8, help="writes per variant and turn")
     args = p.parse_args(argv)
     variants = ["sqlite_feast", "sqlite_batched"]
-    if _redis_up():
+    if redis_up():
         variants += ["redis_dedup", "redis_skip_dedup"]
     load_before = list(os.getloadavg())
     freeze_startup_heap()  # the consumer's GC regime: start-up heap frozen, rare full passes

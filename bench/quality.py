@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench import write_result
 from models.allocator import keep_freed_memory
 from models.bank import INIT_STD
 from models.data.movielens import load_movielens
@@ -291,10 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                      "aggregate": "metrics: mean over the seeds (*_std: standard deviation); "
                                   "speeds and seconds: median over the seeds (*_runs: "
                                   "per-seed values)"}}
-    text = json.dumps(result, indent=2, default=float)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+    write_result(result, Path(args.json) if args.json else None)
     print(json.dumps(result["targets"], indent=2))
     return 0
 

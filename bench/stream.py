@@ -87,11 +87,10 @@ def raw_consume(cfg: KafkaConfig, n: int) -> float:
         warm = 0
         while not warm:  # kafka-python decodes a fetch lazily: the rest is decoded below
             warm = sum(len(recs) for recs in consumer.poll(timeout_ms=500, max_records=1).values())
-        seen, nbytes, start = warm, 0, time.perf_counter()
+        seen, start = warm, time.perf_counter()
         while seen < n:
             for recs in consumer.poll(timeout_ms=500, max_records=cfg.max_poll_records).values():
                 seen += len(recs)
-                nbytes += sum(len(r.value or b"") for r in recs)
         return (seen - warm) / (time.perf_counter() - start)
     finally:
         consumer.close()

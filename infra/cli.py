@@ -38,7 +38,7 @@ def _stack(args: argparse.Namespace) -> int:
         st = stack.status(s)
         for line in st.lines(s):
             console.print(line)
-        return 0 if (st.kafka and st.feast) else 1
+        return 0 if st.ready else 1
     return 0
 
 

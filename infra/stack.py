@@ -68,6 +68,16 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def redis_up(connection_string: str = "127.0.0.1:6379") -> bool:
+    """Whether a Redis server accepts connections at ``connection_string``, in Feast's form
+    (``host:port``, then optional ``,option=value`` parts; the port defaults to 6379)."""
+    address = connection_string.split(",", 1)[0].strip()
+    host, colon, port = address.rpartition(":")
+    if not colon:
+        host, port = address, "6379"
+    return _port_open(int(port), host or "127.0.0.1")
+
+
 def _wait(what: str, check: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -210,6 +220,12 @@ class Status:
     kafka: bool
     ray: bool
     feast: bool
+    redis: bool | None = None  # None: the online store is SQLite
+
+    @property
+    def ready(self) -> bool:
+        """Broker and Feast repo there (and Redis answering, when it is the online store)."""
+        return self.kafka and self.feast and self.redis is not False
 
     def lines(self, s: StackSettings) -> list[str]:
         def mark(ok: bool) -> str:
@@ -219,7 +235,8 @@ class Status:
             f"ray    {mark(self.ray):4}  {ray_address(s.ray_port)}",
             f"feast  {mark(self.feast):4}  {s.feast.online_store} online store, "
             f"registry {s.feast.data_dir / 'registry.db'}",
-        ]
+        ] + ([f"redis  {mark(self.redis):4}  {s.feast.redis_connection_string}"]
+             if self.redis is not None else [])
 
 
 def status(s: StackSettings) -> Status:
@@ -227,11 +244,20 @@ def status(s: StackSettings) -> Status:
         kafka=_port_open(s.kafka_port),
         ray=_port_open(s.ray_port),
         feast=(s.feast.data_dir / "registry.db").exists(),
+        redis=(redis_up(s.feast.redis_connection_string)
+               if s.feast.online_store == "redis" else None),
     )
 
 
 def up(s: StackSettings, *, ray: bool = True, log: Callable[[str], None] = print) -> None:
-    """Start broker, create topics, apply the Feast repo and start Ray; idempotent."""
+    """Start broker, create topics, apply the Feast repo and start Ray; idempotent.
+
+    Redis, when it is the online store, is not started here (production runs its own): a
+    server that does not answer is an error before anything starts.
+    """
+    if s.feast.online_store == "redis" and not redis_up(s.feast.redis_connection_string):
+        raise StackError(f"redis: no server answers at {s.feast.redis_connection_string} "
+                         "(the online store is redis; start it, or use sqlite)")
     s.data_dir.mkdir(parents=True, exist_ok=True)
     if not _port_open(s.kafka_port):
         proc = start_broker(s.kafka_port, s.data_dir / "tansu.log")

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.feast_write import _open, _redis_up, _sequences, run
+from bench.feast_write import _open, _sequences, run
+from infra.stack import redis_up
 
 
 def test_a_short_run_reports_every_variant() -> None:
     variants = ["sqlite_feast", "sqlite_batched"]
-    if _redis_up():
+    if redis_up():
         variants += ["redis_dedup", "redis_skip_dedup"]
     out = run([40], rounds=2, variants=variants)
     per = out["users_40"]
@@ -23,7 +24,7 @@ def test_a_short_run_reports_every_variant() -> None:
 def test_every_variant_reads_back_what_was_written(tmp_path: Path) -> None:
     seqs = _sequences(30)
     variants = ["sqlite_feast", "sqlite_batched"] + (
-        ["redis_dedup", "redis_skip_dedup"] if _redis_up() else [])
+        ["redis_dedup", "redis_skip_dedup"] if redis_up() else [])
     for v in variants:
         access = _open(tmp_path, v)
         try:

@@ -3,19 +3,13 @@ with nothing lost or duplicated, on SQLite and on Redis (there also with two pro
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.stream import run
-
-
-def _redis_up() -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", 6379)) == 0
+from infra.stack import redis_up
 
 
 @pytest.mark.integration
@@ -24,7 +18,7 @@ def test_a_short_run_reports_the_figures_and_loses_nothing(broker: str, tmp_path
                                                            store: str) -> None:
     online: dict[str, Any] = {"online_store": store}
     if store == "redis":
-        if not _redis_up():
+        if not redis_up():
             pytest.skip("no Redis server on 127.0.0.1:6379")
         online["redis_connection_string"] = "127.0.0.1:6379"
     processes = 2 if store == "redis" else 0  # several processes: the production store

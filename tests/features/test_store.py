@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,18 +18,13 @@ from features.store import (
     apply_definitions,
     open_store,
 )
-
-
-def _redis_up() -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", 6379)) == 0
+from infra.stack import redis_up
 
 
 @pytest.fixture(params=["sqlite", "redis"])
 def access(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeatureAccess]:
     kind = request.param
-    if kind == "redis" and not _redis_up():
+    if kind == "redis" and not redis_up():
         pytest.skip("no Redis server on 127.0.0.1:6379")
     # A unique project keeps this run's Redis keys apart from any other.
     cfg = FeastConfig(data_dir=tmp_path / "feast", online_store=kind,

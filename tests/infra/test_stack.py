@@ -70,3 +70,33 @@ def test_stop_ray_stops_this_head_and_leaves_other_processes_alone(
         stack.stop_ray(free_tcp_port)
         other.kill()
         other.wait()
+
+
+def test_redis_up_reads_feasts_connection_string_forms(free_tcp_port: int) -> None:
+    assert not stack.redis_up(f"127.0.0.1:{free_tcp_port}")
+    assert not stack.redis_up(f"127.0.0.1:{free_tcp_port},ssl=false,password=x")
+    if not stack.redis_up("127.0.0.1:6379"):
+        pytest.skip("no Redis server on 127.0.0.1:6379")
+    assert stack.redis_up("127.0.0.1:6379,db=0")
+    assert stack.redis_up("127.0.0.1")  # the port defaults to 6379
+
+
+def test_up_with_an_unreachable_redis_fails_before_starting_anything(
+        tmp_path: Path, free_tcp_port: int) -> None:
+    dead = f"127.0.0.1:{free_tcp_port}"
+    s = stack.StackSettings(data_dir=tmp_path / "stack", kafka_port=free_tcp_port,
+                            feast=FeastConfig(data_dir=tmp_path / "feast", online_store="redis",
+                                              redis_connection_string=dead))
+    with pytest.raises(stack.StackError, match=f"redis: no server answers at {dead}"):
+        stack.up(s, ray=False, log=lambda _: None)
+    assert not s.data_dir.exists() and not stack.status(s).kafka
+    st = stack.status(s)
+    assert st.redis is False and not st.ready
+    assert any(line.startswith("redis  down") for line in st.lines(s))
+
+
+def test_status_leaves_redis_out_when_the_online_store_is_sqlite(tmp_path: Path) -> None:
+    s = stack.StackSettings(data_dir=tmp_path, feast=FeastConfig(data_dir=tmp_path / "feast"))
+    st = stack.status(s)
+    assert st.redis is None
+    assert not any(line.startswith("redis") for line in st.lines(s))
