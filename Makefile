@@ -18,7 +18,17 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m models.modules._native
 	touch $(STAMP)
 
-install: $(STAMP)
+# Prometheus and promtool (Debian's package) for the stack and the tests of its rules. Where
+# apt-get cannot run (not root, not Debian) the stack runs without it and those tests skip.
+PROM_STAMP := $(VENV)/.prometheus
+$(PROM_STAMP): | $(STAMP)
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { $(APT_PROM) || { apt-get update -q && $(APT_PROM); }; }; } || \
+	  echo "warning: prometheus not installed: the stack runs without it, its tests skip"
+	touch $@
+APT_PROM = DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus
+
+install: $(STAMP) $(PROM_STAMP)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -29,7 +29,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.store import FeastConfig, apply_definitions, open_store
+from infra import monitoring
 from stream.kafka import KafkaConfig, ensure_topics
+from stream.settings import stream_settings
 
 
 class StackError(RuntimeError):
@@ -47,6 +49,7 @@ class StackSettings(BaseSettings):
     ray_port: int = 6390
     ray_metrics_port: int = 9102
     ray_num_cpus: int | None = None
+    prometheus_port: int = 9090
     feast: FeastConfig = Field(default_factory=FeastConfig)
 
     def kafka(self) -> KafkaConfig:
@@ -56,6 +59,10 @@ class StackSettings(BaseSettings):
     @property
     def broker_pidfile(self) -> Path:
         return self.data_dir / "tansu.pid"
+
+    @property
+    def prometheus_pidfile(self) -> Path:
+        return self.data_dir / "prometheus.pid"
 
     @property
     def ray_token_path(self) -> Path:
@@ -126,6 +133,28 @@ def start_broker(port: int, log_path: Path, *, die_with_parent: bool = False
     except StackError as exc:
         proc.kill()
         raise StackError(f"kafka: broker did not start ({exc}); see {log_path}") from None
+    return proc
+
+
+def start_prometheus(config: Path, port: int, tsdb: Path, log_path: Path, *,
+                     die_with_parent: bool = False) -> subprocess.Popen[bytes]:
+    """Start Prometheus on 127.0.0.1:``port`` with ``config`` and wait until it is ready."""
+    binary = monitoring.prometheus_binary()
+    if binary is None:
+        raise StackError("prometheus: not installed (Debian: apt-get install prometheus)")
+    if _port_open(port):
+        raise StackError(f"prometheus: port {port} is already taken")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(monitoring.server_command(binary, config, port, tsdb),
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_die_with_parent if die_with_parent else None)
+    try:
+        _wait(f"prometheus on 127.0.0.1:{port}",
+              lambda: proc.poll() is None and _port_open(port), 30)
+    except StackError as exc:
+        proc.kill()
+        raise StackError(f"prometheus: did not start ({exc}); see {log_path}") from None
     return proc
 
 
@@ -221,6 +250,7 @@ class Status:
     ray: bool
     feast: bool
     redis: bool | None = None  # None: the online store is SQLite
+    prometheus: bool | None = None  # None: not installed
 
     @property
     def ready(self) -> bool:
@@ -236,7 +266,9 @@ class Status:
             f"feast  {mark(self.feast):4}  {s.feast.online_store} online store, "
             f"registry {s.feast.data_dir / 'registry.db'}",
         ] + ([f"redis  {mark(self.redis):4}  {s.feast.redis_connection_string}"]
-             if self.redis is not None else [])
+             if self.redis is not None else []) + (
+            [f"prom   {mark(self.prometheus):4}  http://127.0.0.1:{s.prometheus_port}"]
+            if self.prometheus is not None else [])
 
 
 def status(s: StackSettings) -> Status:
@@ -246,6 +278,8 @@ def status(s: StackSettings) -> Status:
         feast=(s.feast.data_dir / "registry.db").exists(),
         redis=(redis_up(s.feast.redis_connection_string)
                if s.feast.online_store == "redis" else None),
+        prometheus=(_port_open(s.prometheus_port)
+                    if monitoring.prometheus_binary() is not None else None),
     )
 
 
@@ -278,18 +312,47 @@ def up(s: StackSettings, *, ray: bool = True, log: Callable[[str], None] = print
         _wait("ray head", lambda: _port_open(s.ray_port), 60)
     if ray:
         log(f"ray: head node at {ray_address(s.ray_port)}")
+    _up_prometheus(s, log)
+
+
+def _up_prometheus(s: StackSettings, log: Callable[[str], None]) -> None:
+    """Prometheus scraping the stream consumer and Ray, when Debian's package is there."""
+    if monitoring.prometheus_binary() is None:
+        log("prometheus: not installed (apt-get install prometheus); metrics stay on /metrics")
+        return
+    if _port_open(s.prometheus_port) and not s.prometheus_pidfile.exists():
+        log(f"prometheus: port {s.prometheus_port} is taken by a process this stack did not "
+            "start; set STACK_PROMETHEUS_PORT to run recstream's")
+        return
+    if not _port_open(s.prometheus_port):
+        config = monitoring.render_config(s.data_dir / "prometheus.yml",
+                                          stream_port=stream_settings().metrics_port,
+                                          ray_port=s.ray_metrics_port)
+        proc = start_prometheus(config, s.prometheus_port, s.data_dir / "prometheus",
+                                s.data_dir / "prometheus.log")
+        s.prometheus_pidfile.write_text(str(proc.pid))
+    log(f"prometheus: http://127.0.0.1:{s.prometheus_port} (alerts: infra/prometheus)")
 
 
 def down(s: StackSettings, *, log: Callable[[str], None] = print) -> None:
-    """Stop Ray and the broker started by :func:`up` (nothing else)."""
+    """Stop Ray, Prometheus and the broker started by :func:`up` (nothing else)."""
     stopped = stop_ray(s.ray_port)
     log(f"ray: stopped ({stopped} processes)" if stopped else "ray: was not running")
-    if s.broker_pidfile.exists():
-        pid = int(s.broker_pidfile.read_text())
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        s.broker_pidfile.unlink()
-        deadline = time.monotonic() + 10
-        while _port_open(s.kafka_port) and time.monotonic() < deadline:
-            time.sleep(0.2)
+    if _stop_pidfile(s.prometheus_pidfile, s.prometheus_port):
+        log("prometheus: stopped")
+    _stop_pidfile(s.broker_pidfile, s.kafka_port)
     log("kafka: stopped")
+
+
+def _stop_pidfile(pidfile: Path, port: int) -> bool:
+    """SIGTERM the process group named in ``pidfile`` (a process :func:`up` started), then
+    wait up to 10 s for ``port`` to close; False when there was no pidfile."""
+    if not pidfile.exists():
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(int(pidfile.read_text()), signal.SIGTERM)
+    pidfile.unlink()
+    deadline = time.monotonic() + 10
+    while _port_open(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return True

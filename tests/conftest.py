@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,12 @@ def free_port() -> int:
 def free_tcp_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     return free_port()
+
+
+@pytest.fixture
+def free_tcp_port_factory() -> Callable[[], int]:
+    """Call it for as many free TCP ports on 127.0.0.1 as a test needs."""
+    return free_port
 
 
 @pytest.fixture(scope="session")

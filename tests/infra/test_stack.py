@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -13,20 +14,23 @@ import pytest
 from kafka import KafkaAdminClient
 
 from features.store import FeastConfig
-from infra import stack
+from infra import monitoring, stack
 
 pytestmark = pytest.mark.integration
 
 
-def test_up_creates_topics_and_feast_repo_then_down_stops(tmp_path: Path,
-                                                           free_tcp_port: int) -> None:
-    s = stack.StackSettings(data_dir=tmp_path, kafka_port=free_tcp_port, partitions=3,
+def test_up_creates_topics_and_feast_repo_then_down_stops(
+        tmp_path: Path, free_tcp_port_factory: Callable[[], int]) -> None:
+    s = stack.StackSettings(data_dir=tmp_path, kafka_port=free_tcp_port_factory(), partitions=3,
+                            prometheus_port=free_tcp_port_factory(),
                             feast=FeastConfig(data_dir=tmp_path / "feast"))
     lines: list[str] = []
+    prometheus = monitoring.prometheus_binary() is not None
     try:
         stack.up(s, ray=False, log=lines.append)
         st = stack.status(s)
-        assert st.kafka and st.feast
+        assert st.kafka and st.feast and st.ready
+        assert st.prometheus is (True if prometheus else None)
         admin = KafkaAdminClient(**s.kafka().common())
         try:
             topics = set(admin.list_topics())
@@ -38,7 +42,8 @@ def test_up_creates_topics_and_feast_repo_then_down_stops(tmp_path: Path,
     finally:
         stack.down(s, log=lines.append)
     assert not stack.status(s).kafka
-    assert not s.broker_pidfile.exists()
+    assert not s.broker_pidfile.exists() and not s.prometheus_pidfile.exists()
+    assert stack.status(s).prometheus is (False if prometheus else None)
 
 
 def test_a_taken_port_is_a_clear_error(tmp_path: Path, broker: str) -> None:
