@@ -2,12 +2,13 @@
 
 Run: ``recstream --help``; e.g. ``recstream stack up``, ``recstream produce --source
 synthetic --rate 500``, ``recstream stream run``, ``recstream train``, ``recstream serve``,
-``recstream demo``, ``recstream bench stream --json PATH``.
+``recstream dlq``, ``recstream demo``, ``recstream bench stream --json PATH``.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 import threading
@@ -71,6 +72,47 @@ def _stream(args: argparse.Namespace) -> int:
     from stream.settings import stream_settings
 
     run_service(stream_settings(), threading.Event())
+    return 0
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from rich.table import Table
+
+    from stream.dlq import read_letters
+    from stream.settings import stream_settings
+
+    s = stream_settings()
+    stored, foreign = read_letters(s.kafka)
+    if args.reason:
+        stored = [x for x in stored if x.letter.reason == args.reason]
+    shown = stored[-args.limit:] if args.limit > 0 else stored
+    if args.json:  # one letter a line, the value's bytes exactly (base64) and as text
+        for x in shown:
+            d = x.letter
+            print(json.dumps({
+                "dlq_partition": x.partition, "dlq_offset": x.offset,
+                "timestamp_ms": x.timestamp_ms, "reason": d.reason, "detail": d.detail,
+                "source_topic": d.source_topic, "source_partition": d.source_partition,
+                "source_offset": d.source_offset, "source_group": d.source_group,
+                "key": d.key.decode(errors="replace") if d.key is not None else None,
+                "value": d.value.decode(errors="replace"),
+                "value_b64": base64.b64encode(d.value).decode()}))
+        return 0
+    by_reason = Table("reason", "letters", title=f"{s.kafka.topics.dlq}: dead letters")
+    for reason, count in Counter(x.letter.reason for x in stored).most_common():
+        by_reason.add_row(reason, str(count))
+    console.print(by_reason)
+    last = Table("dlq p/offset", "source p/offset", "reason", "detail", "value",
+                 title=f"the last {len(shown)}")
+    for x in shown:
+        d = x.letter
+        last.add_row(f"{x.partition}/{x.offset}", f"{d.source_partition}/{d.source_offset}",
+                     d.reason, d.detail[:80], d.value[:60].decode(errors="replace"))
+    console.print(last)
+    if foreign:
+        console.print(f"{foreign} records on {s.kafka.topics.dlq} are not dead letters")
     return 0
 
 
@@ -145,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     sr = sub.add_parser("stream", help="the consumer service")
     sr.add_argument("action", choices=["run"])
 
+    dl = sub.add_parser("dlq", help="show the dead letters (rejected events) and why")
+    dl.add_argument("--reason", help="only this reason (e.g. not_json, future_ts)")
+    dl.add_argument("--limit", type=int, default=20, help="letters listed, the last N (0: all)")
+    dl.add_argument("--json", action="store_true", help="JSON lines, original bytes included")
+
     tr = sub.add_parser("train", help="full training, checkpoint to TRAIN_OUT_DIR")
     tr.add_argument("--source", choices=["synthetic", "movielens"], default="synthetic")
     tr.add_argument("--events", type=int, default=20_000)
@@ -172,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         args, rest = parser.parse_known_args(argv)
         return _bench(args, rest)
     args = parser.parse_args(argv)
-    handlers = {"stack": _stack, "produce": _produce, "stream": _stream, "train": _train,
-                "serve": _serve, "demo": _demo}
+    handlers = {"stack": _stack, "produce": _produce, "stream": _stream, "dlq": _dlq,
+                "train": _train, "serve": _serve, "demo": _demo}
     return int(handlers[args.cmd](args))
 
 

@@ -6,7 +6,7 @@ bytes, the key the original key, and Kafka headers carry ``reason``, ``detail``,
 the labels of :func:`stream.events.parse_event` plus ``future_ts`` for the service's own
 skew limit and ``key_mismatch`` (the key is not the user id, so the user would leave its
 partition) and ``unexpected`` (the parser failed in a way it does not label: still
-dead-lettered, never a crash).
+dead-lettered, never a crash). :func:`read_letters` reads them back (``recstream dlq``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from kafka import TopicPartition
+
 from stream.events import MAX_FUTURE_SKEW, EventRow, InvalidEvent, parse_event, read_fast
+from stream.kafka import KafkaConfig, make_consumer
+from stream.topicread import read_range
 
 _MODEL_SKEW_S = MAX_FUTURE_SKEW.total_seconds()  # the model's own future limit
 REASONS = ("empty", "oversize", "not_json", "unknown_schema_version", "future_ts",
@@ -76,3 +80,36 @@ class DeadLetter:
         return cls(key=key, value=value or b"", reason=h["reason"], detail=h["detail"],
                    source_topic=h["source_topic"], source_partition=int(h["source_partition"]),
                    source_offset=int(h["source_offset"]), source_group=h.get("source_group", ""))
+
+
+@dataclass(frozen=True)
+class StoredLetter:
+    """A dead letter as found on the DLQ topic: where it is, when it was written, what it is."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    letter: DeadLetter
+
+
+def read_letters(cfg: KafkaConfig) -> tuple[list[StoredLetter], int]:
+    """Every dead letter on ``cfg.topics.dlq`` (DLQ partition and offset order) and the number
+    of records there that are not letters (written by another producer): inspection, tests.
+
+    Run: ``recstream dlq`` prints them (``--reason``, ``--limit``, ``--json``).
+    """
+    reader = make_consumer(cfg, None)
+    letters: list[StoredLetter] = []
+    foreign = 0
+    try:
+        for p in sorted(reader.partitions_for_topic(cfg.topics.dlq) or ()):
+            for rec in read_range(reader, TopicPartition(cfg.topics.dlq, p), 0):
+                try:
+                    letter = DeadLetter.from_headers(rec.key, rec.value, rec.headers)
+                except (KeyError, AttributeError, ValueError, UnicodeDecodeError):
+                    foreign += 1
+                    continue
+                letters.append(StoredLetter(p, rec.offset, rec.timestamp, letter))
+    finally:
+        reader.close()
+    return letters, foreign

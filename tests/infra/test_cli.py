@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ def cli_env(kafka_cfg: KafkaConfig, monkeypatch: pytest.MonkeyPatch) -> Iterator
     """Point the CLI's STREAM_ settings at the test broker and topic."""
     monkeypatch.setenv("STREAM_KAFKA__BOOTSTRAP_SERVERS", kafka_cfg.bootstrap_servers)
     monkeypatch.setenv("STREAM_KAFKA__TOPICS__EVENTS", kafka_cfg.topics.events)
+    monkeypatch.setenv("STREAM_KAFKA__TOPICS__DLQ", kafka_cfg.topics.dlq)
     stream_settings.cache_clear()
     yield kafka_cfg
     stream_settings.cache_clear()
@@ -78,3 +80,37 @@ def test_produce_reports_unacknowledged_events_and_exits_1(
     monkeypatch.setattr(stream.producer, "produce", fails)
     assert main(["produce", "--source", "synthetic", "--events", "10"]) == 1
     assert "3 of 10 events were not acknowledged" in capsys.readouterr().out
+
+
+def test_dlq_lists_the_letters_with_their_reasons_and_original_bytes(
+        cli_env: KafkaConfig, capsys: pytest.CaptureFixture[str]) -> None:
+    from stream.dlq import DeadLetter
+    from stream.kafka import make_producer
+
+    cfg = cli_env
+    values = [b"this is not json {", b"\xff\xfe raw bytes", b'{"ts": "2999-01-01T00:00:00Z"}']
+    letters = [DeadLetter(key=b"7", value=v, reason=r, detail=f"detail {i}",
+                          source_topic=cfg.topics.events, source_partition=i % 2,
+                          source_offset=10 + i, source_group="g")
+               for i, (v, r) in enumerate(zip(values, ["not_json", "not_json", "future_ts"],
+                                              strict=True))]
+    producer = make_producer(cfg)
+    for d in letters:
+        producer.send(cfg.topics.dlq, key=d.key, value=d.value, headers=d.headers(), partition=0)
+    producer.send(cfg.topics.dlq, value=b"not a letter", partition=1)  # another producer's
+    producer.flush()
+    producer.close()
+
+    assert main(["dlq", "--json", "--limit", "0"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["reason"], r["source_partition"], r["source_offset"]) for r in rows] == [
+        ("not_json", 0, 10), ("not_json", 1, 11), ("future_ts", 0, 12)]
+    assert [base64.b64decode(r["value_b64"]) for r in rows] == values  # bytes exactly
+
+    assert main(["dlq", "--json", "--reason", "future_ts"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["detail"] for r in rows] == ["detail 2"]
+
+    assert main(["dlq"]) == 0
+    table = capsys.readouterr().out
+    assert "not_json" in table and "future_ts" in table and "1 records" in table

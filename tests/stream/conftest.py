@@ -16,12 +16,12 @@ from kafka.producer.future import FutureProduceResult, FutureRecordMetadata
 
 from features.store import FeastConfig, FeatureAccess
 from stream.consumer import StreamConsumer
-from stream.dlq import DeadLetter
+from stream.dlq import DeadLetter, read_letters
 from stream.kafka import KafkaConfig, make_consumer
 from stream.recompute import compare_samples, read_topic, recompute
 from stream.samples import decode_batch
 from stream.settings import StreamSettings
-from stream.topicread import read_range, true_end
+from stream.topicread import true_end
 
 WINDOW_S = 1.0
 MAX_HISTORY = 6
@@ -112,19 +112,10 @@ class Outcome:
 
 def read_dlq(cfg: KafkaConfig, skip_foreign: bool = False) -> list[DeadLetter]:
     """Every dead letter on the DLQ topic, by source partition and offset (records without
-    the letter headers fail, or are skipped with ``skip_foreign``)."""
-    from kafka import TopicPartition
-
-    reader = make_consumer(cfg, None)
-    try:
-        parts = sorted(reader.partitions_for_topic(cfg.topics.dlq) or ())
-        records = [r for p in parts
-                   for r in read_range(reader, TopicPartition(cfg.topics.dlq, p), 0)]
-    finally:
-        reader.close()
-    letters = [DeadLetter.from_headers(r.key, r.value, r.headers) for r in records
-               if not skip_foreign or r.headers]
-    return sorted(letters, key=lambda d: (d.source_partition, d.source_offset))
+    the letter headers fail the test, or are skipped with ``skip_foreign``)."""
+    stored, foreign = read_letters(cfg)
+    assert skip_foreign or foreign == 0, f"{foreign} records on the DLQ are not letters"
+    return sorted((s.letter for s in stored), key=lambda d: (d.source_partition, d.source_offset))
 
 
 def verify(s: StreamSettings) -> Outcome:
