@@ -17,15 +17,19 @@ user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64,
 item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64,
               description="A rankable item, keyed by the event's item_id")
 
+# Offline rows (folders of parquet parts, paths relative to the data directory): the stream's
+# sample exporter writes, for every labelled sample, the user's history as of the sample's
+# event time and the item's category, so a point-in-time join through ``ranker_v1`` at a
+# sample's time returns what the sample carries (docs/stream.md, "Offline store").
 user_behavior_source = FileSource(
     name="user_behavior_source",
-    path="offline/user_behavior.parquet",
+    path="offline/user_behavior",
     timestamp_field="event_timestamp",
 )
 user_behavior_push = PushSource(name="user_behavior_push", batch_source=user_behavior_source)
 
 item_source = FileSource(
-    name="item_source", path="offline/items.parquet", timestamp_field="event_timestamp"
+    name="item_source", path="offline/items", timestamp_field="event_timestamp"
 )
 item_push = PushSource(name="item_push", batch_source=item_source)
 

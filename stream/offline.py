@@ -10,6 +10,13 @@ commits after the file is written: at least once. A crash between write and comm
 an overlapping range; :func:`read_samples` keeps one row per ``sample_id``, so readers see
 each sample exactly once. ``event_timestamp`` (the sample's event time) is the column a Feast
 point-in-time join uses.
+
+The same export writes the batch sources of the feature views (:mod:`features.definitions`),
+parts of the same names: ``offline/user_behavior`` (per sample: user, event time, the history
+the sample carries) and ``offline/items`` (item, category, from its first sample). So
+``FeatureStore.get_historical_features`` with ``ranker_v1`` at a sample's event time returns
+that sample's history and category. Re-exported ranges repeat identical rows, which a
+point-in-time join does not mind.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 from kafka import KafkaConsumer
 
+from features import definitions
 from stream.kafka import make_consumer
 from stream.samples import decode_batch
 from stream.settings import StreamSettings
@@ -30,6 +38,27 @@ def samples_dir(settings: StreamSettings) -> Path:
     return settings.feast.data_dir / "offline" / "samples"
 
 
+def user_rows(samples: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``user_behavior_source``: each sample's user and history at its event time."""
+    return samples[["user_id", "event_timestamp", "hist_item_ids", "hist_cat_ids",
+                    "hist_ts_ms"]]
+
+
+def item_rows(samples: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``item_source``: each item's category from its first sample on (and again
+    from the first sample that shows another category)."""
+    ordered = samples.sort_values("event_timestamp", kind="stable")
+    return ordered.drop_duplicates(["item_id", "category_id"])[
+        ["item_id", "category_id", "event_timestamp"]]
+
+
+def _write_part(path: Path, frame: pd.DataFrame) -> None:
+    """Write ``frame`` to ``path`` atomically (a reader never sees a half-written part)."""
+    tmp = path.with_name(f".{path.stem}.tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.rename(path)
+
+
 class SampleExporter:
     """Copies the samples topic into parquet files (see module docstring)."""
 
@@ -37,6 +66,11 @@ class SampleExporter:
         self.settings = settings
         self.out = samples_dir(settings)
         self.out.mkdir(parents=True, exist_ok=True)
+        data_dir = settings.feast.data_dir
+        self.feature_parts = {data_dir / definitions.user_behavior_source.path: user_rows,
+                              data_dir / definitions.item_source.path: item_rows}
+        for directory in self.feature_parts:
+            directory.mkdir(parents=True, exist_ok=True)
         self.consumer: KafkaConsumer = make_consumer(
             settings.kafka, f"{settings.group_id}-offline", settings.kafka.topics.samples,
             client_id="recstream-offline")
@@ -62,12 +96,13 @@ class SampleExporter:
         for part, samples in rows.items():
             if samples:
                 first, last = ranges[part]
+                name = f"part-{part}-{first:012d}-{last:012d}.parquet"
                 frame = pd.DataFrame(samples)
                 frame["event_timestamp"] = pd.to_datetime(frame["event_ts_ms"], unit="ms",
                                                           utc=True)
-                tmp = self.out / f".part-{part}-{first:012d}-{last:012d}.tmp"
-                frame.to_parquet(tmp, index=False)
-                tmp.rename(self.out / f"part-{part}-{first:012d}-{last:012d}.parquet")
+                _write_part(self.out / name, frame)
+                for directory, rows_of in self.feature_parts.items():
+                    _write_part(directory / name, rows_of(frame))
                 written += len(samples)
         if ranges:
             self.consumer.commit()

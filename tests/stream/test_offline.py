@@ -11,9 +11,10 @@ from stream.synthetic import SyntheticConfig, generate
 from tests.stream.conftest import drain
 
 
-def test_exported_parquet_holds_every_sample_once(settings: StreamSettings) -> None:
-    produce(events_from_frame(generate(600, SyntheticConfig(n_users=40)), id_prefix="o"),
-            settings.kafka)
+def _stream_and_export(settings: StreamSettings, cfg: SyntheticConfig, n: int, tag: str
+                       ) -> None:
+    """Produce ``n`` synthetic impressions, run the pipeline over them, export once."""
+    produce(events_from_frame(generate(n, cfg), id_prefix=tag), settings.kafka)
     consumer = StreamConsumer(settings)
     try:
         drain([consumer], settings)
@@ -24,6 +25,10 @@ def test_exported_parquet_holds_every_sample_once(settings: StreamSettings) -> N
         assert exporter.export_once(timeout_ms=5000) > 0
     finally:
         exporter.close()
+
+
+def test_exported_parquet_holds_every_sample_once(settings: StreamSettings) -> None:
+    _stream_and_export(settings, SyntheticConfig(n_users=40), 600, "o")
     # A second exporter on the same group finds nothing new: the commit followed the write.
     again = SampleExporter(settings)
     try:
@@ -37,3 +42,28 @@ def test_exported_parquet_holds_every_sample_once(settings: StreamSettings) -> N
     labels = dict(zip(frame["sample_id"], frame["label"], strict=True))
     assert labels == {sid: s["label"] for sid, s in expected.items()}
     assert str(frame["event_timestamp"].dt.tz) == "UTC"
+
+
+def test_a_point_in_time_join_through_ranker_v1_returns_each_samples_history(
+        settings: StreamSettings) -> None:
+    """Feast's own offline store (the parquet parts the exporter writes) at each sample's
+    event time gives back the history and category the sample carries."""
+    from features.store import open_store
+
+    _stream_and_export(settings, SyntheticConfig(n_users=30, seed=5), 400, "pit")
+    samples = read_samples(samples_dir(settings))
+    # A user with two samples at one instant has two rows there; Feast picks one of them.
+    unique = samples.drop_duplicates(["user_id", "event_timestamp"], keep=False)
+    assert len(unique) > 0.9 * len(samples)
+    store = open_store(settings.feast)
+    joined = store.get_historical_features(
+        entity_df=unique[["user_id", "item_id", "event_timestamp"]],
+        features=store.get_feature_service("ranker_v1")).to_df()
+    assert len(joined) == len(unique)
+    got = {(r.user_id, r.item_id, r.event_timestamp): (list(r.hist_item_ids),
+                                                      list(r.hist_cat_ids), r.category_id)
+           for r in joined.itertuples()}
+    want = {(r.user_id, r.item_id, r.event_timestamp): (list(r.hist_item_ids),
+                                                       list(r.hist_cat_ids), r.category_id)
+            for r in unique.itertuples()}
+    assert got == want
