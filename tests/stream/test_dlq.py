@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -98,6 +99,14 @@ def assert_each_dead_lettered_once_after_a_takeover(settings: StreamSettings) ->
     assert_exact(verify(settings))
 
 
+def poll_for(consumer: StreamConsumer, seconds: float) -> None:
+    """Poll for ``seconds`` of wall time (a number of polls is too short when the group's
+    first join is slow: CI once saw 100 polls of 100 ms end before the first batch)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        consumer.poll_once(timeout_ms=100)
+
+
 def test_a_replay_after_a_crash_does_not_dead_letter_twice(settings: StreamSettings) -> None:
     """Crash after the DLQ, changelog and Feast writes but before the commit: the next
     consumer replays the batch from the last commit and sends no dead letter again."""
@@ -107,8 +116,7 @@ def test_a_replay_after_a_crash_does_not_dead_letter_twice(settings: StreamSetti
     first = StreamConsumer(settings, client_id="crashes")
     try:
         with pytest.raises(failpoints.Crash):
-            for _ in range(100):
-                first.poll_once(timeout_ms=100)
+            poll_for(first, seconds=60)
     finally:
         failpoints.configure("")
         abandon(first)
@@ -135,8 +143,7 @@ def test_an_unacknowledged_dead_letter_stops_the_batch_before_its_commit(
     monkeypatch.setattr(first.producer, "send", send)
     try:
         with pytest.raises(KafkaTimeoutError):
-            for _ in range(100):
-                first.poll_once(timeout_ms=100)
+            poll_for(first, seconds=60)
         assert not committed_any(settings)
     finally:
         abandon(first)
