@@ -76,7 +76,7 @@ def raw_consume(cfg: KafkaConfig, n: int) -> float:
 
     Until 2026-12-04 the clock started after the first full poll (up to
     ``max_poll_records``) but its records were counted: with batches of 10,000 and 28k
-    events that credited the anchor ~1.5x its true rate (docs/stream.md, "Counting").
+    events that credited the anchor ~1.5x its true rate (docs/stream-benchmark.md, "Counting").
     """
     consumer = make_consumer(cfg, None)
     try:
