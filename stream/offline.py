@@ -13,7 +13,7 @@ point-in-time join uses.
 
 The same export writes the batch sources of the feature views (:mod:`features.definitions`),
 parts of the same names: ``offline/user_behavior`` (per sample: user, event time, the history
-the sample carries) and ``offline/items`` (item, category, from its first sample). So
+the sample carries) and ``offline/items`` (item and category, at each change of it). So
 ``FeatureStore.get_historical_features`` with ``ranker_v1`` at a sample's event time returns
 that sample's history and category. Re-exported ranges repeat identical rows, which a
 point-in-time join does not mind.
@@ -45,11 +45,11 @@ def user_rows(samples: pd.DataFrame) -> pd.DataFrame:
 
 
 def item_rows(samples: pd.DataFrame) -> pd.DataFrame:
-    """Rows of ``item_source``: each item's category from its first sample on (and again
-    from the first sample that shows another category)."""
+    """Rows of ``item_source``: an item's category from its first sample on, and again from
+    each sample whose category differs from the item's sample before it."""
     ordered = samples.sort_values("event_timestamp", kind="stable")
-    return ordered.drop_duplicates(["item_id", "category_id"])[
-        ["item_id", "category_id", "event_timestamp"]]
+    changed = ordered["category_id"] != ordered.groupby("item_id")["category_id"].shift()
+    return ordered.loc[changed, ["item_id", "category_id", "event_timestamp"]]
 
 
 def _write_part(path: Path, frame: pd.DataFrame) -> None:

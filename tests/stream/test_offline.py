@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pandas as pd
+from hypothesis import given
+from hypothesis import strategies as st
+
 from stream.consumer import StreamConsumer
-from stream.offline import SampleExporter, read_samples, samples_dir
+from stream.offline import SampleExporter, item_rows, read_samples, samples_dir
 from stream.producer import events_from_frame, produce
 from stream.recompute import read_topic, recompute
 from stream.settings import StreamSettings
@@ -67,3 +71,19 @@ def test_a_point_in_time_join_through_ranker_v1_returns_each_samples_history(
                                                        list(r.hist_cat_ids), r.category_id)
             for r in unique.itertuples()}
     assert got == want
+
+
+@given(st.lists(st.tuples(st.integers(1, 3), st.integers(0, 2)), min_size=1, max_size=40))
+def test_item_rows_give_each_samples_category_as_of_its_time(
+        seen: list[tuple[int, int]]) -> None:
+    """Whatever the order of items and categories (one sample a second), the last item row at
+    or before a sample's time holds that sample's category: what a point-in-time join reads."""
+    samples = pd.DataFrame({"item_id": [i for i, _ in seen],
+                            "category_id": [c for _, c in seen],
+                            "event_timestamp": pd.to_datetime(range(len(seen)), unit="s",
+                                                              utc=True)})
+    rows = item_rows(samples.sample(frac=1.0, random_state=0))  # parts come in any order
+    for item, cat, ts in samples.itertuples(index=False):
+        known = rows[(rows["item_id"] == item) & (rows["event_timestamp"] <= ts)]
+        assert known.sort_values("event_timestamp")["category_id"].iloc[-1] == cat
+    assert len(rows) <= len(samples)
