@@ -111,29 +111,37 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _spawn(component: str, port: int, command: Callable[[], list[str]], log_path: Path, *,
+           ready: str, failed: str, timeout: float, die_with_parent: bool
+           ) -> subprocess.Popen[bytes]:
+    """Start ``command()`` (its own session, output to ``log_path``) unless ``port`` is taken,
+    and wait up to ``timeout`` s for it to listen there; errors name ``component``."""
+    if _port_open(port):
+        raise StackError(f"{component}: port {port} is already taken")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(command(), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True,
+                                preexec_fn=_die_with_parent if die_with_parent else None)
+    try:
+        _wait(ready, lambda: proc.poll() is None and _port_open(port), timeout)
+    except StackError as exc:
+        proc.kill()
+        raise StackError(f"{component}: {failed} ({exc}); see {log_path}") from None
+    return proc
+
+
 def start_broker(port: int, log_path: Path, *, die_with_parent: bool = False
                  ) -> subprocess.Popen[bytes]:
     """Start Tansu on 127.0.0.1:``port`` and wait until it accepts connections.
 
     ``die_with_parent`` (tests): the broker is stopped even if the parent is killed.
     """
-    if _port_open(port):
-        raise StackError(f"kafka: port {port} is already taken")
     url = f"tcp://127.0.0.1:{port}"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent if die_with_parent else None,
-        )
-    try:
-        _wait(f"kafka broker on {url}", lambda: proc.poll() is None and _port_open(port), 20)
-    except StackError as exc:
-        proc.kill()
-        raise StackError(f"kafka: broker did not start ({exc}); see {log_path}") from None
-    return proc
+    return _spawn("kafka", port, lambda: [
+        broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+        "--storage-engine", "memory://tansu/"], log_path, ready=f"kafka broker on {url}",
+        failed="broker did not start", timeout=20, die_with_parent=die_with_parent)
 
 
 def start_prometheus(config: Path, port: int, tsdb: Path, log_path: Path, *,
@@ -142,20 +150,10 @@ def start_prometheus(config: Path, port: int, tsdb: Path, log_path: Path, *,
     binary = monitoring.prometheus_binary()
     if binary is None:
         raise StackError("prometheus: not installed (Debian: apt-get install prometheus)")
-    if _port_open(port):
-        raise StackError(f"prometheus: port {port} is already taken")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(monitoring.server_command(binary, config, port, tsdb),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_die_with_parent if die_with_parent else None)
-    try:
-        _wait(f"prometheus on 127.0.0.1:{port}",
-              lambda: proc.poll() is None and _port_open(port), 30)
-    except StackError as exc:
-        proc.kill()
-        raise StackError(f"prometheus: did not start ({exc}); see {log_path}") from None
-    return proc
+    return _spawn("prometheus", port,
+                  lambda: monitoring.server_command(binary, config, port, tsdb), log_path,
+                  ready=f"prometheus on 127.0.0.1:{port}", failed="did not start", timeout=30,
+                  die_with_parent=die_with_parent)
 
 
 def _ray_cli() -> str:
@@ -265,10 +263,10 @@ class Status:
             f"ray    {mark(self.ray):4}  {ray_address(s.ray_port)}",
             f"feast  {mark(self.feast):4}  {s.feast.online_store} online store, "
             f"registry {s.feast.data_dir / 'registry.db'}",
-        ] + ([f"redis  {mark(self.redis):4}  {s.feast.redis_connection_string}"]
-             if self.redis is not None else []) + (
-            [f"prom   {mark(self.prometheus):4}  http://127.0.0.1:{s.prometheus_port}"]
-            if self.prometheus is not None else [])
+        ] + [f"{name:6} {mark(ok):4}  {where}" for name, ok, where in (
+            ("redis", self.redis, s.feast.redis_connection_string),
+            ("prom", self.prometheus, f"http://127.0.0.1:{s.prometheus_port}"))
+            if ok is not None]
 
 
 def status(s: StackSettings) -> Status:
@@ -320,11 +318,12 @@ def _up_prometheus(s: StackSettings, log: Callable[[str], None]) -> None:
     if monitoring.prometheus_binary() is None:
         log("prometheus: not installed (apt-get install prometheus); metrics stay on /metrics")
         return
-    if _port_open(s.prometheus_port) and not s.prometheus_pidfile.exists():
+    running = _port_open(s.prometheus_port)
+    if running and not s.prometheus_pidfile.exists():
         log(f"prometheus: port {s.prometheus_port} is taken by a process this stack did not "
             "start; set STACK_PROMETHEUS_PORT to run recstream's")
         return
-    if not _port_open(s.prometheus_port):
+    if not running:
         config = monitoring.render_config(s.data_dir / "prometheus.yml",
                                           stream_port=stream_settings().metrics_port,
                                           ray_port=s.ray_metrics_port)

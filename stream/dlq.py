@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from kafka import TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
 from stream.events import MAX_FUTURE_SKEW, EventRow, InvalidEvent, parse_event, read_fast
 from stream.kafka import KafkaConfig, make_consumer
@@ -81,6 +82,15 @@ class DeadLetter:
                    source_topic=h["source_topic"], source_partition=int(h["source_partition"]),
                    source_offset=int(h["source_offset"]), source_group=h.get("source_group", ""))
 
+    @classmethod
+    def of_record(cls, rec: ConsumerRecord) -> DeadLetter | None:
+        """The letter a DLQ record holds, or None for a record that is not one (a DLQ shared
+        with other writers)."""
+        try:
+            return cls.from_headers(rec.key, rec.value, rec.headers)
+        except (KeyError, AttributeError, ValueError):
+            return None
+
 
 @dataclass(frozen=True)
 class StoredLetter:
@@ -104,12 +114,11 @@ def read_letters(cfg: KafkaConfig) -> tuple[list[StoredLetter], int]:
     try:
         for p in sorted(reader.partitions_for_topic(cfg.topics.dlq) or ()):
             for rec in read_range(reader, TopicPartition(cfg.topics.dlq, p), 0):
-                try:
-                    letter = DeadLetter.from_headers(rec.key, rec.value, rec.headers)
-                except (KeyError, AttributeError, ValueError, UnicodeDecodeError):
+                letter = DeadLetter.of_record(rec)
+                if letter is None:
                     foreign += 1
-                    continue
-                letters.append(StoredLetter(p, rec.offset, rec.timestamp, letter))
+                else:
+                    letters.append(StoredLetter(p, rec.offset, rec.timestamp, letter))
     finally:
         reader.close()
     return letters, foreign

@@ -247,10 +247,9 @@ class SampleLog:
         end = self._end(tp)
         events, group = self.settings.kafka.topics.events, self.settings.group_id
         for rec in self._read(tp, join.dlq_pos, end):
-            try:
-                letter = DeadLetter.from_headers(rec.key, rec.value, rec.headers)
-            except (KeyError, AttributeError, ValueError):
-                continue  # not a letter of ours (a DLQ shared with other writers)
+            letter = DeadLetter.of_record(rec)
+            if letter is None:
+                continue  # not a letter (a DLQ shared with other writers)
             if (letter.source_group == group and letter.source_topic == events
                     and letter.source_partition == p and letter.source_offset > join.upto):
                 join.dead_ahead.add(letter.source_offset)
