@@ -48,8 +48,10 @@ def _committed(s: StreamSettings) -> list[tuple[int, int]]:
 
 
 def committed_all(s: StreamSettings) -> bool:
-    """True when the group's committed offsets reach the end of every events partition."""
-    return all(done >= end for done, end in _committed(s))
+    """True when the group's committed offsets reach the end of every events partition (False
+    while the probe knows no partition: a metadata fetch that failed must not read as done)."""
+    pairs = _committed(s)
+    return bool(pairs) and all(done >= end for done, end in pairs)
 
 
 def committed_any(s: StreamSettings) -> bool:
