@@ -152,6 +152,34 @@ void gate_matrix(const T* q, const T* w_k, const T* w_p, T* g, int64_t e, int64_
   }
 }
 
+// Chan et al.'s pairwise update: fold a group of c values per channel (its mean and sum of
+// squared deviations M2) into running ones (n values so far, mean, M2); n becomes n + c.
+inline void fold_moments(double& n, double* mean, double* m2, double c, int64_t h,
+                         const double* c_mean, const double* c_m2) {
+  if (c <= 0) return;
+  const double total = n + c;
+  for (int64_t j = 0; j < h; ++j) {
+    const double delta = c_mean[j] - mean[j];
+    mean[j] += delta * c / total;
+    m2[j] += c_m2[j] + delta * delta * n * c / total;
+  }
+  n = total;
+}
+
+// Fold a group of c values given as sums of deviations from a shift (s1 = sum(h - shift),
+// s2 = the sum of their squares) into the running moments.
+template <typename T>
+void merge_moments(double& n, double* mean, double* m2, double c, const T* shift, const T* s1,
+                   const T* s2, int64_t h) {
+  std::vector<double> c_mean(h), c_m2(h);
+  for (int64_t j = 0; j < h; ++j) {
+    const double dm = static_cast<double>(s1[j]) / c;
+    c_mean[j] = static_cast<double>(shift[j]) + dm;
+    c_m2[j] = std::max(0.0, static_cast<double>(s2[j]) - static_cast<double>(s1[j]) * dm);
+  }
+  fold_moments(n, mean, m2, c, h, c_mean.data(), c_m2.data());
+}
+
 // The padded weights and Dice's normalisation, shared by the forward and the backward.
 template <typename T>
 struct Params {
@@ -208,15 +236,21 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
   at::Tensor out_t = at::zeros({p.b, p.e}, opt);
   at::Tensor pooled_t = at::zeros({p.b, p.e}, opt);
   const int64_t threads = at::get_num_threads();
-  std::vector<double> sums(threads * 2 * p.hp, 0.0);
+  // Dice's statistics, per thread: positions seen, channel means and sums of squared
+  // deviations, merged batch row by batch row with Chan et al.'s pairwise update from the
+  // row's sums of deviations from its first real position. E[h^2] - E[h]^2 over the raw
+  // values loses the variance to cancellation when the mean is large against the spread.
+  std::vector<double> stats(threads * 2 * p.hp, 0.0);
+  std::vector<double> counts(threads, 0.0);
   const T* q = q_t.data_ptr<T>();
   const T* keys = keys_t.data_ptr<T>();
   T* hid = hid_t.data_ptr<T>();
   // Pass 1: the first layer at every real position, two at a time, and the channel sums of
   // Dice's statistics.
   at::parallel_for(0, p.b, 8, [&](int64_t lo, int64_t hi) {
-    double* s1 = sums.data() + at::get_thread_num() * 2 * p.hp;
-    double* s2 = s1 + p.hp;
+    const int64_t tid = at::get_thread_num();
+    double* mu_t = stats.data() + tid * 2 * p.hp;
+    double* m2_t = mu_t + p.hp;
     std::vector<T> g(p.e * p.hp), l1(p.hp), l2(p.hp);  // G_b; one batch row's sums, in T
     for (int64_t b = lo; b < hi; ++b) {
       const int64_t m0 = real.offs[b], m1 = real.offs[b + 1];
@@ -230,34 +264,30 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
       }
       std::fill(l1.begin(), l1.end(), T(0));
       std::fill(l2.begin(), l2.end(), T(0));
+      const T* __restrict h0 = hid + m0 * p.hp;
       for (int64_t m = m0; m < m1; ++m) {
         const T* hn = hid + m * p.hp;
 #pragma omp simd
         for (int64_t j = 0; j < p.hp; ++j) {
-          l1[j] += hn[j];
-          l2[j] += hn[j] * hn[j];
+          const T d = hn[j] - h0[j];
+          l1[j] += d;
+          l2[j] += d * d;
         }
       }
-      for (int64_t j = 0; j < p.hp; ++j) {
-        s1[j] += l1[j];
-        s2[j] += l2[j];
-      }
+      merge_moments(counts[tid], mu_t, m2_t, static_cast<double>(m1 - m0), h0, l1.data(),
+                    l2.data(), p.h);
     }
   });
   at::Tensor mean_t = at::zeros({p.h}, opt.dtype(at::kDouble));
   at::Tensor var_t = at::zeros({p.h}, opt.dtype(at::kDouble));
   double* mean = mean_t.data_ptr<double>();
-  double* var = var_t.data_ptr<double>();
+  double* var = var_t.data_ptr<double>();  // the sums of squared deviations until the end
+  double seen = 0.0;
   for (int64_t tid = 0; tid < threads; ++tid) {
-    for (int64_t j = 0; j < p.h; ++j) {
-      mean[j] += sums[tid * 2 * p.hp + j];
-      var[j] += sums[tid * 2 * p.hp + p.hp + j];
-    }
+    const double* mu_t = stats.data() + tid * 2 * p.hp;
+    fold_moments(seen, mean, var, counts[tid], p.h, mu_t, mu_t + p.hp);
   }
-  for (int64_t j = 0; j < p.h; ++j) {
-    mean[j] /= static_cast<double>(n);
-    var[j] = std::max(0.0, var[j] / static_cast<double>(n) - mean[j] * mean[j]);  // biased
-  }
+  for (int64_t j = 0; j < p.h; ++j) var[j] = std::max(0.0, var[j] / static_cast<double>(n));
   p.set_norm(mean, var, eps);
   at::Tensor gates_t = at::empty({n, p.hp}, opt);  // Dice's p at every real position
   at::Tensor score_t = at::empty({n}, opt);

@@ -49,6 +49,19 @@ def test_fused_dice_equals_aten_in_float64(n: int, h: int, seed: int) -> None:
         assert torch.allclose(got, want, rtol=1e-7, atol=1e-8)
 
 
+def test_fused_dice_keeps_the_variance_when_the_mean_dwarfs_the_spread() -> None:
+    """Values 1e-3 apart around 1e3: sums of raw squares would cancel 12 of float64's digits
+    (the kernel sums deviations from the first row instead)."""
+    torch.manual_seed(11)
+    dice = Dice(6).double().train()
+    with torch.no_grad():
+        dice.alpha.uniform_(-0.5, 0.5)
+    x = 1e3 + 1e-3 * torch.randn(8, 6, dtype=torch.float64)
+    fused, aten = _dice_both(dice, x, torch.randn(8, 6, dtype=torch.float64))
+    for got, want in zip(fused, aten, strict=True):
+        assert torch.allclose(got, want, rtol=1e-7, atol=1e-8)
+
+
 @pytest.mark.parametrize("h", [200, 80, 37])
 def test_fused_dice_equals_aten_at_training_sizes_in_float32(h: int) -> None:
     torch.manual_seed(h)
