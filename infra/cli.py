@@ -2,7 +2,8 @@
 
 Run: ``recstream --help``; e.g. ``recstream stack up``, ``recstream produce --source
 synthetic --rate 500``, ``recstream stream run``, ``recstream train``, ``recstream serve``,
-``recstream dlq``, ``recstream demo``, ``recstream bench stream --json PATH``.
+``recstream dlq`` (and ``recstream dlq replay``), ``recstream demo``,
+``recstream bench stream --json PATH``.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def _dlq(args: argparse.Namespace) -> int:
     from stream.settings import stream_settings
 
     s = stream_settings()
+    if args.action == "replay":
+        return _dlq_replay(args)
     stored, foreign = read_letters(s.kafka)
     if args.reason:
         stored = [x for x in stored if x.letter.reason == args.reason]
@@ -113,6 +116,32 @@ def _dlq(args: argparse.Namespace) -> int:
     console.print(last)
     if foreign:
         console.print(f"{foreign} records on {s.kafka.topics.dlq} are not dead letters")
+    return 0
+
+
+def _dlq_replay(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from stream.replay import Replayer
+    from stream.settings import stream_settings
+
+    report = Replayer(stream_settings()).run(dry_run=args.dry_run)
+    verb = "would replay" if args.dry_run else "replayed"
+    table = Table("dlq p/offset", "source p/offset", "reason then", "value",
+                  title=f"{verb} {len(report.replayed)} letters")
+    for x in report.replayed[-args.limit:] if args.limit > 0 else report.replayed:
+        d = x.letter
+        table.add_row(f"{x.partition}/{x.offset}", f"{d.source_partition}/{d.source_offset}",
+                      d.reason, d.value[:60].decode(errors="replace"))
+    console.print(table)
+    for reason, count in report.still_invalid.most_common():
+        console.print(f"{count} letters still fail ({reason}): left on the DLQ")
+    if report.already:
+        console.print(f"{report.already} letters were sent by a run that stopped before its "
+                      "commit: not sent again")
+    if report.other:
+        console.print(f"{report.other} records of other groups or topics, or not letters: "
+                      "left alone")
     return 0
 
 
@@ -187,7 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     sr = sub.add_parser("stream", help="the consumer service")
     sr.add_argument("action", choices=["run"])
 
-    dl = sub.add_parser("dlq", help="show the dead letters (rejected events) and why")
+    dl = sub.add_parser("dlq", help="show the dead letters (rejected events) and why, or "
+                                    "replay those that pass the contract now")
+    dl.add_argument("action", nargs="?", choices=["show", "replay"], default="show",
+                    help="replay: send the letters that pass now back to the events topic, "
+                         "each once (after fixing the cause: a clock, a schema version)")
+    dl.add_argument("--dry-run", action="store_true", help="replay: list, send nothing")
     dl.add_argument("--reason", help="only this reason (e.g. not_json, future_ts)")
     dl.add_argument("--limit", type=int, default=20, help="letters listed, the last N (0: all)")
     dl.add_argument("--json", action="store_true", help="JSON lines, original bytes included")

@@ -4,7 +4,9 @@
 the process with that probability each time the named point is passed. Unset (the default)
 it does nothing. Points: ``after_samples`` (samples flushed, changelog not),
 ``after_changelog`` (changelog flushed, Feast not written), ``after_feast`` (Feast written,
-offsets not committed), ``after_commit``.
+offsets not committed), ``after_commit``; in the DLQ replay (:mod:`stream.replay`)
+``replay_after_send`` (a chunk sent, nothing committed) and ``replay_after_dlq_commit`` (its
+DLQ positions committed, the source topic's marks not).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ idle flush that closes every open impression.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,9 +42,15 @@ class Expected:
 
 
 def recompute(events: dict[int, list[tuple[int, bytes | None, bytes | None]]],
-              max_history: int, window_s: float, max_future_skew_s: float = 300.0
-              ) -> Expected:
-    """Apply the sequence and join rules to ``events`` (as returned by :func:`read_topic`)."""
+              max_history: int, window_s: float, max_future_skew_s: float = 300.0,
+              dead: Collection[tuple[int, int]] = ()) -> Expected:
+    """Apply the sequence and join rules to ``events`` (as returned by :func:`read_topic`).
+
+    ``dead``: ``(partition, offset)`` of the records the pipeline dead-lettered. Their verdict
+    stands (docs/stream.md) even where validation would pass them now (a timestamp that was
+    in the future then); their events come back, if at all, as replayed records.
+    """
+    dead = set(dead)
     window = int(window_s * 1000)
     out = Expected()
     seqs: dict[int, list[tuple[int, int, int]]] = {}  # user -> [(ts, item, cat)], ts order
@@ -51,6 +58,8 @@ def recompute(events: dict[int, list[tuple[int, bytes | None, bytes | None]]],
         wm = -(2**62)
         open_: list[dict[str, Any]] = []
         for offset, key, value in records:
+            if (p, offset) in dead:
+                continue
             try:
                 ev = validate(key, value, max_future_skew_s)
             except InvalidEvent:

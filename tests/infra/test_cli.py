@@ -114,3 +114,40 @@ def test_dlq_lists_the_letters_with_their_reasons_and_original_bytes(
     assert main(["dlq"]) == 0
     table = capsys.readouterr().out
     assert "not_json" in table and "future_ts" in table and "1 records" in table
+
+
+def test_dlq_replay_sends_back_what_passes_now_and_reports_the_rest(
+        cli_env: KafkaConfig, capsys: pytest.CaptureFixture[str]) -> None:
+    """A letter whose event passes the contract now, one that still fails: a dry run lists,
+    the replay sends the first back to its source partition, once."""
+    from datetime import UTC, datetime
+
+    from stream.dlq import DeadLetter
+    from stream.events import Event, EventType
+    from stream.kafka import make_producer
+    from stream.recompute import read_topic
+
+    cfg = cli_env
+    group = stream_settings().group_id
+    ok = Event(event_type=EventType.CLICK, user_id=7, item_id=3, category_id=1,
+               ts=datetime(2026, 1, 1, tzinfo=UTC)).to_bytes()
+    letters = [DeadLetter(key=b"7", value=v, reason=r, detail="d", source_topic=cfg.topics.events,
+                          source_partition=2, source_offset=40 + i, source_group=group)
+               for i, (v, r) in enumerate([(ok, "unexpected"), (b"{bad", "not_json")])]
+    producer = make_producer(cfg)
+    for d in letters:
+        producer.send(cfg.topics.dlq, key=d.key, value=d.value, headers=d.headers(), partition=0)
+    producer.flush()
+    producer.close()
+
+    assert main(["dlq", "replay", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would replay 1 letters" in out and "1 letters still fail (not_json)" in out
+    assert read_topic(cfg, cfg.topics.events) == {p: [] for p in range(cfg.partitions)}
+
+    assert main(["dlq", "replay"]) == 0
+    assert "replayed 1 letters" in capsys.readouterr().out
+    assert main(["dlq", "replay"]) == 0
+    assert "replayed 0 letters" in capsys.readouterr().out
+    events = read_topic(cfg, cfg.topics.events)
+    assert [(p, v) for p, recs in events.items() for _, _, v in recs] == [(2, ok)]

@@ -123,8 +123,10 @@ def read_dlq(cfg: KafkaConfig, skip_foreign: bool = False) -> list[DeadLetter]:
 def verify(s: StreamSettings) -> Outcome:
     """Compare the pipeline's output with the offline recomputation of the events topic."""
     cfg = s.kafka
+    dead = [(d.source_partition, d.source_offset) for d in read_dlq(cfg, skip_foreign=True)
+            if d.source_group == s.group_id and d.source_topic == cfg.topics.events]
     expected = recompute(read_topic(cfg, cfg.topics.events), s.max_history,
-                         s.attribution_window_s, s.max_future_skew_s)
+                         s.attribution_window_s, s.max_future_skew_s, dead)
     emitted = [x for recs in read_topic(cfg, cfg.topics.samples).values()
                for _, _, v in recs for x in decode_batch(v or b"{}")]
     lost, dup, wrong = compare_samples(expected.samples, emitted)

@@ -1,0 +1,142 @@
+"""Replaying dead letters (stream.replay) on the real broker and Feast: what passes now goes
+back once, crash or not, and the pipeline applies it once; what still fails stays."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from kafka import TopicPartition
+
+from features.store import FeatureAccess
+from stream import failpoints, replay
+from stream.events import Event, EventType
+from stream.kafka import make_consumer, make_producer
+from stream.replay import REPLAY_GROUP, REPLAY_OF, Replayer, replay_group
+from stream.settings import StreamSettings
+from stream.topicread import read_range
+from tests.stream.conftest import assert_exact, read_dlq, run_to_end, verify
+
+AHEAD = timedelta(seconds=120)  # past the first consumer's skew limit, within the second's
+
+
+def _event(n: int, kind: EventType, ts: datetime) -> Event:
+    return Event(event_id=f"e{n}", event_type=kind, user_id=10 + n % 4, item_id=100 + n,
+                 category_id=n % 3, ts=ts, request_id=f"r{n}")
+
+
+def _produce_with_clock_ahead(s: StreamSettings, n_ahead: int) -> None:
+    """Impressions and clicks of 4 users; ``n_ahead`` clicks stamped AHEAD in the future (a
+    producer whose clock runs ahead); one message that is not JSON, one with a wrong key."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    producer = make_producer(s.kafka)
+    for n in range(24):
+        ts = now - timedelta(minutes=30) + timedelta(seconds=n)
+        for kind in (EventType.IMPRESSION, EventType.CLICK) if n % 2 else (EventType.IMPRESSION,):
+            ev = _event(n, kind, ts)
+            producer.send(s.kafka.topics.events, key=ev.key(), value=ev.to_bytes())
+    for n in range(n_ahead):
+        ev = _event(100 + n, EventType.CLICK, now + AHEAD + timedelta(seconds=n))
+        producer.send(s.kafka.topics.events, key=ev.key(), value=ev.to_bytes())
+    producer.send(s.kafka.topics.events, key=b"10", value=b"{not json")
+    wrong = _event(7, EventType.CLICK, now - timedelta(minutes=1))
+    producer.send(s.kafka.topics.events, key=b"999", value=wrong.to_bytes())
+    producer.flush()
+    producer.close()
+
+
+def _replays_by_letter(s: StreamSettings) -> Counter[str]:
+    """How often each letter was sent back to the events topic by the replay group."""
+    out: Counter[str] = Counter()
+    group = replay_group(s).encode()
+    reader = make_consumer(s.kafka, None)
+    try:
+        for p in sorted(reader.partitions_for_topic(s.kafka.topics.events) or ()):
+            for rec in read_range(reader, TopicPartition(s.kafka.topics.events, p), 0):
+                h = dict(rec.headers or ())
+                if h.get(REPLAY_GROUP) == group:
+                    out[h[REPLAY_OF].decode()] += 1
+    finally:
+        reader.close()
+    return out
+
+
+@pytest.fixture
+def strict(settings: StreamSettings) -> StreamSettings:
+    """The consumer's settings before the fix: a 10 s future skew limit."""
+    return settings.model_copy(update={"max_future_skew_s": 10.0})
+
+
+def test_letters_that_pass_now_are_replayed_once_and_applied(strict: StreamSettings) -> None:
+    _produce_with_clock_ahead(strict, n_ahead=5)
+    run_to_end(strict, "strict")
+    assert Counter(d.reason for d in read_dlq(strict.kafka)) == {
+        "future_ts": 5, "not_json": 1, "key_mismatch": 1}
+
+    relaxed = strict.model_copy(update={"max_future_skew_s": 290.0})  # the operator's fix
+    dry = Replayer(relaxed).run(dry_run=True)
+    assert (len(dry.replayed), dry.still_invalid) == (5, {"not_json": 1, "key_mismatch": 1})
+    assert _replays_by_letter(relaxed) == {}  # a dry run sends nothing
+
+    report = Replayer(relaxed).run()
+    assert [x.letter.reason for x in report.replayed] == ["future_ts"] * 5
+    assert report.still_invalid == {"not_json": 1, "key_mismatch": 1}
+    assert (report.already, report.other) == (0, 0)
+    again = Replayer(relaxed).run()  # nothing left past the committed positions
+    assert (again.replayed, again.already, sum(again.still_invalid.values())) == ([], 0, 0)
+
+    run_to_end(relaxed, "relaxed")
+    outcome = verify(relaxed)  # the originals stay dead, the replayed records count once
+    assert_exact(outcome)
+    seqs = FeatureAccess.open(relaxed.feast).read_sequences(range(10, 14))
+    assert sum(item in seq.item_ids for seq in seqs.values() for item in range(200, 205)) == 5
+    assert len(read_dlq(relaxed.kafka)) == 7  # the letters stay on the DLQ
+
+
+def test_a_replay_crashing_anywhere_sends_each_letter_once(
+    strict: StreamSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of 2 letters and a crash at each of the two points with probability 1/2: runs
+    are repeated until one completes; every letter went back exactly once."""
+    monkeypatch.setattr(replay, "CHUNK", 2)
+    _produce_with_clock_ahead(strict, n_ahead=9)
+    run_to_end(strict, "strict")
+    relaxed = strict.model_copy(update={"max_future_skew_s": 290.0})
+    failpoints.configure("replay_after_send=0.5,replay_after_dlq_commit=0.5", raise_=True,
+                         seed=5)
+    crashes = 0
+    try:
+        for _ in range(40):
+            try:
+                Replayer(relaxed).run()
+                break
+            except failpoints.Crash:
+                crashes += 1
+        else:
+            pytest.fail("no replay run completed")
+    finally:
+        failpoints.configure("")
+    assert crashes >= 2
+    sent = _replays_by_letter(relaxed)
+    assert len(sent) == 9 and set(sent.values()) == {1}
+    run_to_end(relaxed, "relaxed")
+    assert_exact(verify(relaxed))
+
+
+def test_only_this_groups_letters_of_its_source_topic_are_replayed(
+    strict: StreamSettings,
+) -> None:
+    _produce_with_clock_ahead(strict, n_ahead=2)
+    run_to_end(strict, "strict")
+    producer = make_producer(strict.kafka)
+    letter = read_dlq(strict.kafka)[0]
+    other = letter.__class__(**{**letter.__dict__, "source_group": "another-group"})
+    producer.send(strict.kafka.topics.dlq, key=other.key, value=other.value,
+                  headers=other.headers())
+    producer.send(strict.kafka.topics.dlq, value=json.dumps({"not": "a letter"}).encode())
+    producer.flush()
+    producer.close()
+    report = Replayer(strict.model_copy(update={"max_future_skew_s": 290.0})).run()
+    assert (len(report.replayed), report.other) == (2, 2)
