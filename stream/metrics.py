@@ -79,6 +79,19 @@ ABANDONED = Counter(
     ["stage"],
 )
 
+OFFLINE_SAMPLES = Counter(
+    "recstream_stream_offline_samples_total",
+    "Samples written to the offline store's parquet (a re-export after a crash counts again)",
+)
+OFFLINE_ERRORS = Counter(
+    "recstream_stream_offline_export_errors_total",
+    "Parquet exports that failed; the next one starts again from the last commit",
+)
+OFFLINE_LAST = Gauge(
+    "recstream_stream_offline_last_export_timestamp_seconds",
+    "Unix time at which the last parquet export completed (with or without new samples)",
+)
+
 
 def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
     """Serve ``/metrics`` on ``port`` in a daemon thread (no-op for port 0)."""

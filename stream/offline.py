@@ -4,12 +4,17 @@ Run: started by :func:`stream.service.run_service` as a background thread; or in
 ``SampleExporter(settings).export_once()``; read with ``read_samples(dir)``.
 
 The exporter is its own consumer group (``{group_id}-offline``) on the samples topic. Each
-export writes one parquet file per samples partition, named by its offset range
-(``part-{partition}-{first}-{last}.parquet``) under ``{feast.data_dir}/offline/samples``, and
-commits after the file is written: at least once. A crash between write and commit re-exports
-an overlapping range; :func:`read_samples` keeps one row per ``sample_id``, so readers see
-each sample exactly once. ``event_timestamp`` (the sample's event time) is the column a Feast
-point-in-time join uses.
+export reads what is there (at most ``max_samples`` samples or ``max_seconds`` of reading, so
+that it ends under steady traffic), writes one parquet file per samples partition, named by
+its offset range (``part-{partition}-{first}-{last}.parquet``) under
+``{feast.data_dir}/offline/samples``, and commits after the file is written: at least once. A
+crash between write and commit re-exports an overlapping range; :func:`read_samples` keeps one
+row per ``sample_id``, so readers see each sample exactly once. An export that fails (a full
+disk, a broker error) is logged and counted (``recstream_stream_offline_export_errors_total``)
+and rewinds to the last commit, so the next one, an interval later, writes its samples again;
+``recstream_stream_offline_last_export_timestamp_seconds`` tells when one last completed (the
+``RecstreamOfflineExportStalled`` alert watches it). ``event_timestamp`` (the sample's event
+time) is the column a Feast point-in-time join uses.
 
 The same export writes the batch sources of the feature views (:mod:`features.definitions`),
 parts of the same names: ``offline/user_behavior`` (per sample: user, event time, the history
@@ -21,6 +26,7 @@ point-in-time join does not mind.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -29,10 +35,12 @@ import pandas as pd
 from kafka import KafkaConsumer
 
 from features import definitions
+from stream import metrics
 from stream.kafka import make_consumer
 from stream.samples import decode_batch
 from stream.settings import StreamSettings
 
+log = logging.getLogger(__name__)
 
 def samples_dir(settings: StreamSettings) -> Path:
     return settings.feast.data_dir / "offline" / "samples"
@@ -75,22 +83,28 @@ class SampleExporter:
             settings.kafka, f"{settings.group_id}-offline", settings.kafka.topics.samples,
             client_id="recstream-offline")
 
-    def export_once(self, timeout_ms: int = 1000) -> int:
-        """Export what is there now (until a poll comes back empty); return samples written."""
+    def export_once(self, timeout_ms: int = 1000, max_samples: int = 200_000,
+                    max_seconds: float = 30.0) -> int:
+        """Export what is there now (until a poll comes back empty, ``max_samples`` samples
+        or ``max_seconds`` of reading); return the samples written."""
         rows: dict[int, list[dict]] = {}
         ranges: dict[int, tuple[int, int]] = {}
         joining = time.monotonic() + 15  # the first call waits for the group assignment
-        while True:
+        deadline = time.monotonic() + max_seconds
+        count = 0
+        while count < max_samples and time.monotonic() < deadline:
             polled = self.consumer.poll(timeout_ms=timeout_ms)
             if not polled and not self.consumer.assignment() and time.monotonic() < joining:
                 continue
             if not polled:
                 break
             for tp, recs in polled.items():
+                got = rows.setdefault(tp.partition, [])
                 for rec in recs:
-                    rows.setdefault(tp.partition, []).extend(decode_batch(rec.value or b"{}"))
+                    got.extend(decode_batch(rec.value or b"{}"))
                 first = ranges.get(tp.partition, (recs[0].offset, 0))[0]
                 ranges[tp.partition] = (first, recs[-1].offset)
+            count = sum(map(len, rows.values()))
             timeout_ms = 100
         written = 0
         for part, samples in rows.items():
@@ -106,13 +120,36 @@ class SampleExporter:
                 written += len(samples)
         if ranges:
             self.consumer.commit()
+        metrics.OFFLINE_SAMPLES.inc(written)
+        metrics.OFFLINE_LAST.set(time.time())
         return written
 
+    def export_or_rewind(self, timeout_ms: int = 1000) -> int:
+        """:meth:`export_once`; if it fails, log and count the failure and rewind to the last
+        commit, so that the next export reads the same samples again (nothing skipped)."""
+        try:
+            return self.export_once(timeout_ms=timeout_ms)
+        except Exception:
+            log.exception("parquet export failed; the next one starts again from the last "
+                          "commit (the samples stay on the topic)")
+            metrics.OFFLINE_ERRORS.inc()
+            self._rewind()
+            return 0
+
+    def _rewind(self) -> None:
+        for tp in self.consumer.assignment():
+            committed = self.consumer.committed(tp)
+            if committed is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
+
     def run(self, stop: threading.Event, every_s: float = 5.0) -> None:
-        """Export every ``every_s`` seconds until ``stop`` is set, then once more."""
+        """Export every ``every_s`` seconds until ``stop`` is set, then once more; a failed
+        export is retried at the next interval (see :meth:`export_or_rewind`)."""
         while not stop.wait(every_s):
-            self.export_once()
-        self.export_once(timeout_ms=200)
+            self.export_or_rewind()
+        self.export_or_rewind(timeout_ms=200)
 
     def close(self) -> None:
         self.consumer.close(autocommit=False)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pandas as pd
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
+from features import definitions
+from stream import offline
 from stream.consumer import StreamConsumer
+from stream.kafka import make_producer
 from stream.offline import SampleExporter, item_rows, read_samples, samples_dir
 from stream.producer import events_from_frame, produce
 from stream.recompute import read_topic, recompute
+from stream.samples import Sample, encode_batch, sample_id
 from stream.settings import StreamSettings
 from stream.synthetic import SyntheticConfig, generate
 from tests.stream.conftest import drain
@@ -87,3 +96,74 @@ def test_item_rows_give_each_samples_category_as_of_its_time(
         known = rows[(rows["item_id"] == item) & (rows["event_timestamp"] <= ts)]
         assert known.sort_values("event_timestamp")["category_id"].iloc[-1] == cat
     assert len(rows) <= len(samples)
+
+
+def _send_records(settings: StreamSettings, first: int, n: int, per_record: int = 10
+                  ) -> set[str]:
+    """``n`` samples-topic records of ``per_record`` samples each (source partition 0); the
+    ids sent."""
+    producer = make_producer(settings.kafka)
+    sent: set[str] = set()
+    try:
+        for r in range(first, first + n):
+            group = [Sample(sample_id(0, r * per_record + i), 1, 2, 3, i % 2,
+                            1_700_000_000_000 + r * per_record + i, [5], [6],
+                            [1_600_000_000_000], 0, r * per_record + i)
+                     for i in range(per_record)]
+            producer.send(settings.kafka.topics.samples, key=b"0", value=encode_batch(0, group))
+            sent.update(s.sample_id for s in group)
+        producer.flush()
+    finally:
+        producer.close()
+    return sent
+
+
+def test_an_export_stops_at_its_bound_and_the_next_ones_catch_up(
+        settings: StreamSettings) -> None:
+    """More samples than one export takes (it used to read until a poll came back empty,
+    which steady traffic never gives): each export writes at most its bound (plus the rest of
+    its last poll), and the following ones write the rest, every sample once."""
+    sent = _send_records(settings, 0, 60)  # 600 samples
+    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(
+        update={"max_poll_records": 5})})  # 50 samples a poll
+    exporter = SampleExporter(settings)
+    sizes = []
+    try:
+        while written := exporter.export_once(timeout_ms=5000, max_samples=100):
+            sizes.append(written)
+    finally:
+        exporter.close()
+    assert sum(sizes) == 600 and max(sizes) <= 150 and len(sizes) >= 4, sizes
+    frame = read_samples(samples_dir(settings))
+    assert sorted(frame["sample_id"]) == sorted(sent)
+
+
+def _metric(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def test_a_failed_export_is_counted_and_rewound_so_nothing_is_skipped(
+        settings: StreamSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = _send_records(settings, 0, 3)
+    real_write = offline._write_part
+    calls: list[Path] = []
+
+    def full_disk(path: Path, frame: pd.DataFrame) -> None:
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        real_write(path, frame)
+
+    monkeypatch.setattr(offline, "_write_part", full_disk)
+    errors = _metric("recstream_stream_offline_export_errors_total")
+    exporter = SampleExporter(settings)
+    try:
+        assert exporter.export_or_rewind(timeout_ms=5000) == 0
+        assert _metric("recstream_stream_offline_export_errors_total") == errors + 1
+        assert exporter.export_or_rewind(timeout_ms=3000) == len(sent)
+    finally:
+        exporter.close()
+    assert _metric("recstream_stream_offline_last_export_timestamp_seconds") > time.time() - 60
+    assert set(read_samples(samples_dir(settings))["sample_id"]) == sent
+    users = settings.feast.data_dir / definitions.user_behavior_source.path
+    assert sum(len(pd.read_parquet(p)) for p in Path(users).glob("part-*.parquet")) == len(sent)
