@@ -1,6 +1,7 @@
-"""infra/prometheus: the config and rules pass promtool, every alert's unit test passes, the
-rules name only metrics the stream exports, and a real Prometheus started by the stack
-scrapes a real /metrics endpoint and evaluates the recording rules over it."""
+"""infra/prometheus and infra/grafana: the config and rules pass promtool, every alert's unit
+test passes, the rules and the dashboard name only metrics the stream exports (and recorded
+series), and a real Prometheus started by the stack scrapes a real /metrics endpoint,
+evaluates the recording rules over it and answers every dashboard query with data."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +24,7 @@ from stream import metrics
 
 HERE = Path(__file__).resolve().parent
 RULES = monitoring.CONFIG_DIR / "stream_rules.yml"
+DASHBOARD = monitoring.CONFIG_DIR.parent / "grafana" / "stream.json"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not installed (Debian: apt-get install prometheus)")
@@ -65,28 +68,74 @@ def test_the_rules_name_only_metrics_the_stream_exports() -> None:
     assert used <= exported, f"not exported by stream/metrics.py: {used - exported}"
 
 
+def _dashboard_exprs() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+
+
+def test_the_dashboard_names_only_exported_metrics_and_recorded_series() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids)) and all("gridPos" in p for p in dashboard["panels"])
+    assert all(p["datasource"]["uid"] == "${DS_PROMETHEUS}" for p in dashboard["panels"])
+    text = " ".join(_dashboard_exprs())
+    exported = {m.name + end for m in REGISTRY.collect()
+                for end in ("", "_total", "_bucket", "_sum", "_count")}
+    used = set(re.findall(r"\brecstream_stream_\w+", text))
+    assert used and used <= exported, f"not exported by stream/metrics.py: {used - exported}"
+    records = {r["record"] for g in yaml.safe_load(RULES.read_text())["groups"]
+               for r in g["rules"] if "record" in r}
+    assert set(re.findall(r"\brecstream:[\w:]+", text)) <= records
+
+
+def _feed_every_stream_metric() -> None:
+    """One step of a stream that flows: every metric the dashboard reads moves."""
+    metrics.EVENTS.labels("click", "ok").inc(50)
+    metrics.DLQ.labels("not_json").inc()
+    metrics.SAMPLES.labels("1").inc(20)
+    metrics.LAG.labels("0").set(7)
+    metrics.PENDING.labels("0").set(3)
+    metrics.PHASE_SECONDS.labels("poll").inc(0.01)
+    for hist, value in ((metrics.FRESHNESS, 0.03), (metrics.BATCH_SIZE, 40),
+                        (metrics.BATCH_SECONDS, 0.02), (metrics.FEAST_WRITE, 0.004)):
+        hist.observe(value)
+    metrics.OFFLINE_SAMPLES.inc(20)
+    metrics.OFFLINE_LAST.set(time.time())
+
+
+def _query(port: int, expr: str) -> dict:
+    url = f"http://127.0.0.1:{port}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        out: dict = json.load(resp)
+        return out
+
+
 @pytest.mark.integration
 @pytest.mark.skipif(monitoring.prometheus_binary() is None,
                     reason="prometheus not installed (Debian: apt-get install prometheus)")
-def test_a_real_prometheus_scrapes_the_stream_and_records(
+def test_a_real_prometheus_scrapes_the_stream_records_and_fills_the_dashboard(
         tmp_path: Path, free_tcp_port_factory: Callable[[], int]) -> None:
     free_port = free_tcp_port_factory
     metrics_port, prom_port = free_port(), free_port()
     metrics.start_metrics_server(metrics_port, addr="127.0.0.1")
-    metrics.EVENTS.labels("click", "ok").inc(10)
     config = monitoring.render_config(tmp_path / "prometheus.yml", stream_port=metrics_port,
                                       ray_port=free_port(), interval="1s")
     proc = stack.start_prometheus(config, prom_port, tmp_path / "tsdb", tmp_path / "prom.log",
                                   die_with_parent=True)
+    quiet = {'ALERTS{alertname=~"Recstream.*", alertstate="firing"}'}  # nothing fires here
+    exprs = _dashboard_exprs()
     try:
-        url = (f"http://127.0.0.1:{prom_port}/api/v1/query?query="
-               "recstream:stream_events:rate1m")
-        deadline, result = time.monotonic() + 60, []
-        while time.monotonic() < deadline and not result:
-            metrics.EVENTS.labels("click", "ok").inc(50)  # a stream that keeps flowing
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                result = json.load(resp)["data"]["result"]
+        deadline, answers = time.monotonic() + 60, {}
+        while time.monotonic() < deadline:
+            _feed_every_stream_metric()  # a stream that keeps flowing
+            answers = {e: _query(prom_port, e) for e in exprs}
+            if all(answers[e]["data"]["result"] for e in exprs if e not in quiet):
+                break
             time.sleep(0.5)
+        assert all(a["status"] == "success" for a in answers.values())
+        empty = [e for e in exprs if e not in quiet and not answers[e]["data"]["result"]]
+        assert not empty, f"dashboard queries without data: {empty}"
+        result = _query(prom_port, "recstream:stream_events:rate1m")["data"]["result"]
         clicks = [r for r in result if r["metric"] == {"__name__": "recstream:stream_events:rate1m",
                                                       "event_type": "click", "outcome": "ok"}]
         assert clicks and float(clicks[0]["value"][1]) > 0, result
