@@ -39,7 +39,7 @@ from stream.failpoints import failpoint
 from stream.kafka import make_consumer, make_producer, may_have_lost_membership
 from stream.samplelog import SampleLog
 from stream.samples import JoinState, Sample
-from stream.sequences import apply_click
+from stream.sequences import apply_click, bound_caches
 from stream.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,7 @@ class StreamConsumer:
             return 0
         finally:
             self._account(batch)
+        self._bound_cache()
         for (kind, outcome), count in batch.ok.items():
             metrics.EVENTS.labels(kind.value, outcome).inc(count)
         self.last_batch_seconds = time.perf_counter() - t0
@@ -260,6 +261,18 @@ class StreamConsumer:
             else:
                 metrics.REPLAYED.labels("click").inc()
         batch.ok[(event.event_type, outcome)] += 1
+
+    def _bound_cache(self) -> None:
+        """Keep the cached sequences within ``max_cached_users`` (:func:`bound_caches`); after
+        a batch is written, when every cached sequence is the row in Feast."""
+        dropped = bound_caches([part.users for part in self._parts.values()],
+                               self.settings.max_cached_users)
+        metrics.CACHE_EVICTIONS.inc(dropped)
+        metrics.CACHED_USERS.set(self.cached_users())
+
+    def cached_users(self) -> int:
+        """User sequences held in the cache now."""
+        return sum(len(part.users) for part in self._parts.values())
 
     def _write(self, batch: _Batch) -> None:
         """DLQ, then samples + changelog to Kafka, then Feast, then the commit (this order).

@@ -79,6 +79,14 @@ ABANDONED = Counter(
     ["stage"],
 )
 
+CACHED_USERS = Gauge(
+    "recstream_stream_cached_users",
+    "User sequences held in this process's cache (bounded by max_cached_users)",
+)
+CACHE_EVICTIONS = Counter(
+    "recstream_stream_cache_evictions_total",
+    "User sequences dropped from the cache to keep it within max_cached_users",
+)
 OFFLINE_SAMPLES = Counter(
     "recstream_stream_offline_samples_total",
     "Samples written to the offline store's parquet (a re-export after a crash counts again)",

@@ -11,12 +11,15 @@ docs/stream.md):
   of a full list is inserted and trimmed away at once (it is still "applied");
 * ``last_partition`` / ``last_offset`` record the Kafka position of the last applied click;
   a click at or below that position in the same partition is a replay and is skipped.
+
+:func:`bound_caches` keeps the consumer's cache of sequences within ``max_cached_users``.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable
+from itertools import islice
 
 from features.store import UserSequence
 
@@ -70,3 +73,24 @@ def build(clicks: Iterable[tuple[int, int, int]], max_history: int) -> UserSeque
     for item_id, cat_id, ts_ms in clicks:
         append_click(seq, item_id, cat_id, ts_ms, max_history)
     return seq
+
+
+def bound_caches(caches: list[dict[int, UserSequence]], limit: int) -> int:
+    """Drop the users cached longest ago (insertion order) when ``caches`` hold more than
+    ``limit`` together: down to 90% of it, so not at every call, from each cache in
+    proportion to its size; return how many were dropped.
+
+    Only safe where every cached sequence is also its row in the online store (the
+    consumer calls it after a batch is written): a dropped user's next event reads it again.
+    """
+    total = sum(map(len, caches))
+    if total <= limit:
+        return 0
+    drop = total - int(limit * 0.9)
+    dropped = 0
+    for cache in caches:
+        share = min(len(cache), -(-drop * len(cache) // total))  # ceil: reach the target
+        for user in list(islice(cache, share)):
+            del cache[user]
+        dropped += share
+    return dropped

@@ -30,6 +30,10 @@ class StreamSettings(BaseSettings):
     # Events stamped further in the future than this are rejected to the DLQ.
     max_future_skew_s: float = Field(default=300.0, ge=0)
     metrics_port: int = 9101
+    # Users whose sequences a consumer process keeps in memory (~5.8 KB each at 50 clicks).
+    # Past it, the users cached longest ago are dropped (down to 90%) after a batch is
+    # written; the next event of such a user reads its row from Feast again.
+    max_cached_users: int = Field(default=200_000, ge=1)
     # Retention of the join-state changelog topic, set when the service creates it. A
     # partition idle for longer loses its last record and starts afresh (no open impression
     # survives that long); the topic grows at about the samples topic's rate meanwhile.

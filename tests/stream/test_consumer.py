@@ -42,6 +42,32 @@ def test_replay_builds_the_offline_sequences_and_samples(settings: StreamSetting
             consumer.phase_seconds[phase])
 
 
+def test_a_small_user_cache_changes_nothing_but_reads(settings: StreamSettings) -> None:
+    """60 users, a cache of 8 and batches of 40 events: users are dropped and read from Feast
+    again all along, and the sequences and samples are still exactly the recomputation's."""
+    small = settings.model_copy(update={
+        "max_cached_users": 8,
+        "kafka": settings.kafka.model_copy(update={"max_poll_records": 40})})
+    produce(events_from_frame(generate(800, WORLD), id_prefix="c"), small.kafka)
+    evicted = REGISTRY.get_sample_value("recstream_stream_cache_evictions_total") or 0.0
+    consumer = StreamConsumer(small)
+    sizes = []
+    real_bound = consumer._bound_cache
+
+    def bound_and_measure() -> None:
+        real_bound()
+        sizes.append(consumer.cached_users())
+
+    consumer._bound_cache = bound_and_measure  # type: ignore[method-assign]
+    try:
+        drain([consumer], small)
+    finally:
+        consumer.close()
+    assert_exact(verify(small))
+    assert len(sizes) > 10 and max(sizes) <= 8
+    assert (REGISTRY.get_sample_value("recstream_stream_cache_evictions_total") or 0) > evicted
+
+
 _PHASES = ("poll", "validate", "feast_read", "apply", "kafka_write", "feast_write", "commit")
 
 

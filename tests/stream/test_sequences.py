@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from features.store import UserSequence
-from stream.sequences import already_applied, append_click, apply_click, build
+from stream.sequences import already_applied, append_click, apply_click, bound_caches, build
 
 clicks = st.lists(st.tuples(st.integers(1, 50), st.integers(0, 5), st.integers(0, 20)),
                   max_size=60)
@@ -49,3 +49,19 @@ def test_a_late_click_older_than_a_full_sequence_is_trimmed_away_at_once() -> No
     seq = build([(1, 1, 100), (2, 1, 200)], 2)
     assert apply_click(seq, 3, 1, 50, 0, 7, 2)
     assert seq.item_ids == [1, 2] and seq.last_offset == 7
+
+
+@given(st.lists(st.integers(0, 60), min_size=1, max_size=6), st.integers(1, 200))
+def test_bounded_caches_keep_their_latest_users_within_the_limit(sizes: list[int],
+                                                                 limit: int) -> None:
+    caches = [{1000 * c + u: UserSequence() for u in range(n)} for c, n in enumerate(sizes)]
+    before = [list(cache) for cache in caches]
+    dropped = bound_caches(caches, limit)
+    total = sum(map(len, caches))
+    assert dropped == sum(sizes) - total
+    if sum(sizes) <= limit:
+        assert dropped == 0
+    else:  # down to 90% of the limit, and not much further (shares are rounded up)
+        assert int(limit * 0.9) - len(sizes) <= total <= int(limit * 0.9)
+    for cache, users in zip(caches, before, strict=True):
+        assert list(cache) == users[len(users) - len(cache):]  # the latest ones stay
