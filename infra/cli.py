@@ -255,7 +255,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = {"stack": _stack, "produce": _produce, "stream": _stream, "dlq": _dlq,
                 "train": _train, "serve": _serve, "demo": _demo}
-    return int(handlers[args.cmd](args))
+    if args.cmd not in ("produce", "stream", "dlq"):
+        return int(handlers[args.cmd](args))
+    from kafka.errors import KafkaError
+
+    try:
+        return int(handlers[args.cmd](args))
+    except KafkaError as exc:  # no broker at the address, or one that keeps failing requests
+        from stream.settings import stream_settings
+
+        servers = stream_settings().kafka.bootstrap_servers
+        console.print(f"kafka: {exc} (bootstrap servers {servers}, from "
+                      "STREAM_KAFKA__BOOTSTRAP_SERVERS; `recstream stack up` starts a local "
+                      "broker)", markup=False)
+        return 1
 
 
 if __name__ == "__main__":

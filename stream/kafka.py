@@ -51,12 +51,16 @@ class KafkaConfig(BaseModel):
     max_poll_interval_ms: int = 6000
     fetch_max_wait_ms: int = 20
     max_poll_records: int = 10000
+    # How long a client tries to reach a first broker before it gives up (kafka-python's
+    # bootstrap_timeout_ms).
+    bootstrap_timeout_ms: int = Field(default=30000, ge=100)
 
     def common(self) -> dict[str, Any]:
         """Connection options every kafka-python client takes."""
         opts: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers.split(","),
             "security_protocol": self.security_protocol,
+            "bootstrap_timeout_ms": self.bootstrap_timeout_ms,
         }
         optional = {
             "sasl_mechanism": self.sasl_mechanism,

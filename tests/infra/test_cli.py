@@ -151,3 +151,21 @@ def test_dlq_replay_sends_back_what_passes_now_and_reports_the_rest(
     assert "replayed 0 letters" in capsys.readouterr().out
     events = read_topic(cfg, cfg.topics.events)
     assert [(p, v) for p, recs in events.items() for _, _, v in recs] == [(2, ok)]
+
+
+@pytest.mark.parametrize("argv", [["dlq"], ["dlq", "replay"], ["stream", "run"],
+                                  ["produce", "--events", "3"]])
+def test_kafka_commands_say_which_broker_they_cannot_reach(
+        argv: list[str], monkeypatch: pytest.MonkeyPatch, free_tcp_port: int,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("STREAM_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{free_tcp_port}")
+    monkeypatch.setenv("STREAM_KAFKA__BOOTSTRAP_TIMEOUT_MS", "1500")
+    monkeypatch.setenv("STREAM_METRICS_PORT", "0")
+    stream_settings.cache_clear()
+    try:
+        assert main(argv) == 1
+    finally:
+        stream_settings.cache_clear()
+    out = capsys.readouterr().out
+    assert f"kafka: KafkaTimeoutError: Unable to bootstrap from ['127.0.0.1:{free_tcp_port}']" \
+        in out and "STREAM_KAFKA__BOOTSTRAP_SERVERS" in out
