@@ -269,6 +269,9 @@ class StreamConsumer:
                                self.settings.max_cached_users)
         metrics.CACHE_EVICTIONS.inc(dropped)
         metrics.CACHED_USERS.set(self.cached_users())
+        # Item categories already written (~150 B an item): forgetting one costs one
+        # write of an unchanged category, so a loose bound of 10x the users' will do.
+        bound_caches([self._known_items], 10 * self.settings.max_cached_users)
 
     def cached_users(self) -> int:
         """User sequences held in the cache now."""

@@ -18,10 +18,13 @@ docs/stream.md):
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import islice
+from typing import TypeVar
 
 from features.store import UserSequence
+
+V = TypeVar("V")
 
 
 def already_applied(seq: UserSequence, partition: int, offset: int) -> bool:
@@ -75,7 +78,7 @@ def build(clicks: Iterable[tuple[int, int, int]], max_history: int) -> UserSeque
     return seq
 
 
-def bound_caches(caches: list[dict[int, UserSequence]], limit: int) -> int:
+def bound_caches(caches: Sequence[dict[int, V]], limit: int) -> int:
     """Drop the users cached longest ago (insertion order) when ``caches`` hold more than
     ``limit`` together: down to 90% of it, so not at every call, from each cache in
     proportion to its size; return how many were dropped.
