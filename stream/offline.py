@@ -41,6 +41,8 @@ from stream.samples import decode_batch
 from stream.settings import StreamSettings
 
 log = logging.getLogger(__name__)
+POLL_RECORDS = 200  # samples records a poll (<= 250 samples each): the bound's overshoot
+EXPORT_POLL_INTERVAL_MS = 300_000
 
 def samples_dir(settings: StreamSettings) -> Path:
     return settings.feast.data_dir / "offline" / "samples"
@@ -79,9 +81,12 @@ class SampleExporter:
                               data_dir / definitions.item_source.path: item_rows}
         for directory in self.feature_parts:
             directory.mkdir(parents=True, exist_ok=True)
+        # Writing a large export's parquet can take longer than the stream's short poll
+        # interval; the group must not drop the exporter meanwhile (its commit would fail).
         self.consumer: KafkaConsumer = make_consumer(
             settings.kafka, f"{settings.group_id}-offline", settings.kafka.topics.samples,
-            client_id="recstream-offline")
+            client_id="recstream-offline", max_poll_interval_ms=EXPORT_POLL_INTERVAL_MS)
+        self._rewind_pending = False
 
     def export_once(self, timeout_ms: int = 1000, max_samples: int = 200_000,
                     max_seconds: float = 30.0) -> int:
@@ -93,7 +98,7 @@ class SampleExporter:
         deadline = time.monotonic() + max_seconds
         count = 0
         while count < max_samples and time.monotonic() < deadline:
-            polled = self.consumer.poll(timeout_ms=timeout_ms)
+            polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=POLL_RECORDS)
             if not polled and not self.consumer.assignment() and time.monotonic() < joining:
                 continue
             if not polled:
@@ -125,15 +130,19 @@ class SampleExporter:
         return written
 
     def export_or_rewind(self, timeout_ms: int = 1000) -> int:
-        """:meth:`export_once`; if it fails, log and count the failure and rewind to the last
-        commit, so that the next export reads the same samples again (nothing skipped)."""
+        """:meth:`export_once`; if it fails, log and count the failure, and start the next
+        call with a rewind to the last commit, so that it reads the same samples again
+        (nothing skipped; a rewind that fails, as the coordinator may, is tried again)."""
         try:
+            if self._rewind_pending:
+                self._rewind()
+                self._rewind_pending = False
             return self.export_once(timeout_ms=timeout_ms)
         except Exception:
             log.exception("parquet export failed; the next one starts again from the last "
                           "commit (the samples stay on the topic)")
             metrics.OFFLINE_ERRORS.inc()
-            self._rewind()
+            self._rewind_pending = True
             return 0
 
     def _rewind(self) -> None:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kafka.errors import KafkaTimeoutError
 from prometheus_client import REGISTRY
 
 from features import definitions
@@ -119,13 +120,12 @@ def _send_records(settings: StreamSettings, first: int, n: int, per_record: int 
 
 
 def test_an_export_stops_at_its_bound_and_the_next_ones_catch_up(
-        settings: StreamSettings) -> None:
+        settings: StreamSettings, monkeypatch: pytest.MonkeyPatch) -> None:
     """More samples than one export takes (it used to read until a poll came back empty,
     which steady traffic never gives): each export writes at most its bound (plus the rest of
     its last poll), and the following ones write the rest, every sample once."""
     sent = _send_records(settings, 0, 60)  # 600 samples
-    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(
-        update={"max_poll_records": 5})})  # 50 samples a poll
+    monkeypatch.setattr(offline, "POLL_RECORDS", 5)  # 50 samples a poll
     exporter = SampleExporter(settings)
     sizes = []
     try:
@@ -157,9 +157,19 @@ def test_a_failed_export_is_counted_and_rewound_so_nothing_is_skipped(
     monkeypatch.setattr(offline, "_write_part", full_disk)
     errors = _metric("recstream_stream_offline_export_errors_total")
     exporter = SampleExporter(settings)
+    real_committed = exporter.consumer.committed
+    coordinator_down = [True]
+
+    def committed(tp: object) -> object:  # the rewind's first try fails too
+        if coordinator_down.pop() if coordinator_down else False:
+            raise KafkaTimeoutError("injected: no coordinator")
+        return real_committed(tp)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(exporter.consumer, "committed", committed)
     try:
         assert exporter.export_or_rewind(timeout_ms=5000) == 0
-        assert _metric("recstream_stream_offline_export_errors_total") == errors + 1
+        assert exporter.export_or_rewind(timeout_ms=3000) == 0
+        assert _metric("recstream_stream_offline_export_errors_total") == errors + 2
         assert exporter.export_or_rewind(timeout_ms=3000) == len(sent)
     finally:
         exporter.close()
