@@ -136,9 +136,15 @@ def _dlq_replay(args: argparse.Namespace) -> int:
     console.print(table)
     for reason, count in report.still_invalid.most_common():
         console.print(f"{count} letters still fail ({reason}): left on the DLQ")
-    if report.already:
-        console.print(f"{report.already} letters were sent by a run that stopped before its "
-                      "commit: not sent again")
+    notes = [(report.already, "letters were replayed by earlier runs: not sent again"),
+             (report.recovered, "letters were sent by a run that crashed before recording "
+                                "them: recorded, not sent again"),
+             (report.duplicates, "letters repeat an event this run sends: sent once"),
+             (report.bounced, "letters are replays that the consumer rejected again: left "
+                              "on the DLQ (replay with the service's own settings)")]
+    for count, what in notes:
+        if count:
+            console.print(f"{count} {what}")
     if report.other:
         console.print(f"{report.other} records of other groups or topics, or not letters: "
                       "left alone")
@@ -257,11 +263,13 @@ def main(argv: list[str] | None = None) -> int:
                 "train": _train, "serve": _serve, "demo": _demo}
     if args.cmd not in ("produce", "stream", "dlq"):
         return int(handlers[args.cmd](args))
-    from kafka.errors import KafkaError
+    from kafka.errors import KafkaTimeoutError
 
     try:
         return int(handlers[args.cmd](args))
-    except KafkaError as exc:  # no broker at the address, or one that keeps failing requests
+    except KafkaTimeoutError as exc:
+        if "bootstrap" not in str(exc):
+            raise  # a timeout later on, not the first contact: the traceback says where
         from stream.settings import stream_settings
 
         servers = stream_settings().kafka.bootstrap_servers

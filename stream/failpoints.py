@@ -5,8 +5,8 @@ the process with that probability each time the named point is passed. Unset (th
 it does nothing. Points: ``after_samples`` (samples flushed, changelog not),
 ``after_changelog`` (changelog flushed, Feast not written), ``after_feast`` (Feast written,
 offsets not committed), ``after_commit``; in the DLQ replay (:mod:`stream.replay`)
-``replay_after_send`` (a chunk sent, nothing committed) and ``replay_after_dlq_commit`` (its
-DLQ positions committed, the source topic's marks not).
+``replay_after_intent`` (a chunk's intent recorded, nothing sent), ``replay_after_send``
+(sent, not recorded) and ``replay_after_done`` (recorded, the intent not closed).
 """
 
 from __future__ import annotations

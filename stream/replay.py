@@ -1,57 +1,63 @@
 """Replay of dead letters: the rejected events that pass the contract now go back to their
-source topic, each one once, even across crashes of the replay.
+source topic, each source event at most once, even across crashes of the replay.
 
 Run: ``recstream dlq replay`` (``--dry-run`` lists what would go and sends nothing). Use it
 after the cause of a rejection is gone: a producer's clock that ran ahead (``future_ts``),
-a schema version this consumer did not know yet, a bug behind ``unexpected``. A letter is
-replayed only if it now passes the same validation as the consumer applies; the others
-stay on the DLQ (``recstream dlq`` shows them) and are counted by their new reason.
+a schema version this consumer did not know yet, a bug behind ``unexpected``. Every run
+looks at every letter of this group on the DLQ; a letter is replayed only if it now passes
+the same validation as the consumer applies (run it with the service's settings), so the
+others stay on the DLQ and a later run, after another fix, can still replay them.
 
 A replayed record is the letter's original key and value, sent to its source topic and
-partition (so the user keeps their partition), with headers ``replay_of``
-(``{dlq partition}-{dlq offset}``) and ``replay_group``. The consumer reads it as a new event
-at a new offset; since a dead letter was never applied (its verdict stands, docs/stream.md),
-the replay is the event's first and only application.
+partition (so the user keeps their partition), with headers ``replay_of`` (``{dlq
+partition}-{dlq offset}``), ``replay_source`` (``{source partition}-{source offset}``) and
+``replay_group``. The consumer reads it as a new event at a new offset; since a dead letter
+was never applied (its verdict stands, docs/dlq.md), the replay is the event's first and
+only application.
 
-Once only, with a crash at any point (see docs/stream.md, "Replaying dead letters"): the
-replay group ``{group_id}.dlq-replay`` commits, after each confirmed chunk of sends, its
-position on every DLQ partition, then the end offsets of the source topic. A new run starts
-at the committed DLQ positions and first reads the source topic from the committed end
-offsets (a lower bound of where any send after that commit landed) for ``replay_of``
-headers of its group: those letters were sent by a run that crashed before its commit and
-are not sent again. One replay runs at a time per group.
+Once only, with a crash at any point: a ledger topic (``{dlq}.replayed``, one partition,
+kept forever) records, per group, each replayed source event and where its replay landed.
+A chunk of sends is framed by an ``intent`` record (the source events and the events
+topic's end offsets before the sends) and a ``closed`` one. A run that finds the last intent
+open (a crash) first reads the events topic from those end offsets to its current end for
+``replay_source`` headers of that intent, records what landed, and closes it. Two letters of
+one source event (possible after a rebalance) are replayed once; a letter whose source is
+itself a replay that the consumer rejected again (``bounced``) is not replayed. One replay
+runs at a time per group (not enforced).
 """
 
 from __future__ import annotations
 
-import logging
+import contextlib
+import json
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
-from kafka.structs import OffsetAndMetadata
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
 
 from stream.dlq import DeadLetter, StoredLetter, validate
 from stream.events import InvalidEvent
 from stream.failpoints import failpoint
 from stream.kafka import make_consumer, make_producer
 from stream.settings import StreamSettings
-from stream.topicread import read_range
+from stream.topicread import iter_range, read_range, true_end
 
-log = logging.getLogger(__name__)
-REPLAY_OF = "replay_of"
-REPLAY_GROUP = "replay_group"
-CHUNK = 500  # letters sent between two commits
-
-
-def replay_group(settings: StreamSettings) -> str:
-    """The consumer group whose committed offsets record the replay's progress."""
-    return f"{settings.group_id}.dlq-replay"
+REPLAY_OF, REPLAY_SOURCE, REPLAY_GROUP = "replay_of", "replay_source", "replay_group"
+CHUNK = 500  # letters sent under one intent
+Pos = tuple[int, int]  # (partition, offset)
 
 
-def letter_id(partition: int, offset: int) -> str:
-    return f"{partition}-{offset}"
+def ledger_topic(settings: StreamSettings) -> str:
+    return f"{settings.kafka.topics.dlq}.replayed"
+
+
+def _pos(text: str) -> Pos:
+    p, o = text.split("-")
+    return int(p), int(o)
 
 
 @dataclass
@@ -59,9 +65,19 @@ class ReplayReport:
     """What one run did (or, with ``dry_run``, would do)."""
 
     replayed: list[StoredLetter] = field(default_factory=list)
-    already: int = 0  # sent by a run that crashed before its commit: not sent again
+    landed: list[Pos] = field(default_factory=list)  # where each replay went, in order
+    already: int = 0  # source events replayed by an earlier run
+    recovered: int = 0  # sent by a run that crashed before recording them: now recorded
+    duplicates: int = 0  # a second letter of a source event this run already took
+    bounced: int = 0  # letters of replayed records that the consumer rejected again
     still_invalid: Counter[str] = field(default_factory=Counter)  # by the reason now
     other: int = 0  # records of other groups or topics, and records that are not letters
+
+
+@dataclass
+class _Ledger:
+    done: dict[Pos, Pos] = field(default_factory=dict)  # source event -> where it landed
+    intent: dict[str, Any] | None = None  # the last intent, if it is still open
 
 
 class Replayer:
@@ -70,105 +86,148 @@ class Replayer:
     def __init__(self, settings: StreamSettings) -> None:
         self.settings = settings
         self.cfg = settings.kafka
-        self.group = replay_group(settings)
+        self.group = settings.group_id
         self.source = self.cfg.topics.events
-        self.dlq = self.cfg.topics.dlq
+        self.ledger = TopicPartition(ledger_topic(settings), 0)
 
     def run(self, *, dry_run: bool = False) -> ReplayReport:
-        """Replay what passes the contract now; return what was done."""
-        progress = make_consumer(self.cfg, self.group)
+        """Replay what passes the contract now; return what was done. A dry run sends and
+        records nothing (after a crash it may list letters the next run finds sent)."""
+        exists = self._ledger_exists(create=not dry_run)
         reader = make_consumer(self.cfg, None, client_id="dlq-replay-reader")
         producer = None if dry_run else make_producer(self.cfg, acks="all",
                                                       max_in_flight_requests_per_connection=1)
+        report = ReplayReport()
         try:
-            dlq_tps = self._tps(reader, self.dlq)
-            src_tps = self._tps(reader, self.source)
-            progress.assign(dlq_tps + src_tps)  # for its commits; it never fetches
-            starts = {tp: self._committed(progress, tp) for tp in dlq_tps}
-            marks = {tp: self._committed(progress, tp) for tp in src_tps}
-            if producer is not None and all(m is None for m in marks.values()):
-                # first run: where the first sends can land, recorded before any of them
-                self._commit(progress, {}, reader.end_offsets(src_tps))
-                marks = dict(reader.end_offsets(src_tps))
-            sent = self._sent_before(reader, marks)
-            report = ReplayReport()
-            for tp in dlq_tps:
-                records = read_range(reader, tp, starts[tp] or 0)
-                for i in range(0, len(records), CHUNK):
-                    chunk = records[i:i + CHUNK]
-                    todo = self._sort(tp, chunk, sent, report)
-                    if producer is not None:
-                        self._send(producer, todo)
-                        failpoint("replay_after_send")
-                        self._commit(progress, {tp: chunk[-1].offset + 1},
-                                     reader.end_offsets(src_tps))
-                    report.replayed.extend(todo)
+            ledger = self._read_ledger(reader) if exists else _Ledger()
+            if ledger.intent is not None and producer is not None:
+                report.recovered = self._recover(reader, producer, ledger)
+            todo = self._sort(reader, ledger, report)
+            for i in range(0, len(todo), CHUNK):
+                if producer is not None:
+                    report.landed += self._send_chunk(reader, producer, todo[i:i + CHUNK])
+                report.replayed += todo[i:i + CHUNK]
             return report
         finally:
             if producer is not None:
                 producer.close()
             reader.close()
-            progress.close()
 
-    # -- steps --------------------------------------------------------------------------------
-    def _sort(self, tp: TopicPartition, records: list[ConsumerRecord], sent: set[str],
-              report: ReplayReport) -> list[StoredLetter]:
-        """The letters of ``records`` to send now; the others are counted in ``report``."""
+    # -- the letters --------------------------------------------------------------------------
+    def _sort(self, reader: KafkaConsumer, ledger: _Ledger, report: ReplayReport
+              ) -> list[StoredLetter]:
+        """The letters to send now, one per source event; the others counted in ``report``."""
+        replays = set(ledger.done.values())
+        taken: set[Pos] = set()
         todo: list[StoredLetter] = []
-        for rec in records:
-            letter = DeadLetter.of_record(rec)
-            if letter is None or letter.source_group != self.settings.group_id \
-                    or letter.source_topic != self.source:
-                report.other += 1
-                continue
-            if letter_id(tp.partition, rec.offset) in sent:
-                report.already += 1
-                continue
-            try:
-                validate(letter.key, letter.value, self.settings.max_future_skew_s)
-            except InvalidEvent as exc:
-                report.still_invalid[exc.reason] += 1
-                continue
-            todo.append(StoredLetter(tp.partition, rec.offset, rec.timestamp, letter))
+        for tp in self._tps(reader, self.cfg.topics.dlq):
+            for rec in read_range(reader, tp, 0, timeout_s=600):
+                letter = DeadLetter.of_record(rec)
+                if letter is None or letter.source_group != self.group \
+                        or letter.source_topic != self.source:
+                    report.other += 1
+                    continue
+                src = (letter.source_partition, letter.source_offset)
+                if src in ledger.done:
+                    report.already += 1
+                elif src in taken:
+                    report.duplicates += 1
+                elif src in replays:
+                    report.bounced += 1
+                else:
+                    try:
+                        validate(letter.key, letter.value, self.settings.max_future_skew_s)
+                    except InvalidEvent as exc:
+                        report.still_invalid[exc.reason] += 1
+                        continue
+                    taken.add(src)
+                    todo.append(StoredLetter(tp.partition, rec.offset, rec.timestamp, letter))
         return todo
 
-    def _send(self, producer: KafkaProducer, todo: list[StoredLetter]) -> None:
-        """Send each letter back to its source partition; wait until every send is confirmed
-        (``get`` raises on a failed one, and the chunk is not committed)."""
+    def _send_chunk(self, reader: KafkaConsumer, producer: KafkaProducer,
+                    chunk: list[StoredLetter]) -> list[Pos]:
+        """Intent, the sends (each confirmed), what landed where, closed; return the landings."""
+        run = uuid.uuid4().hex
+        src_tps = self._tps(reader, self.source)
+        marks = {str(tp.partition): int(o) for tp, o in reader.end_offsets(src_tps).items()}
+        sources = [f"{x.letter.source_partition}-{x.letter.source_offset}" for x in chunk]
+        self._log(producer, "intent", {"state": "open", "run": run, "marks": marks,
+                                       "sources": sources})
+        failpoint("replay_after_intent")
         futures = [producer.send(
             self.source, key=x.letter.key, value=x.letter.value,
             partition=x.letter.source_partition,
-            headers=[(REPLAY_OF, letter_id(x.partition, x.offset).encode()),
-                     (REPLAY_GROUP, self.group.encode())]) for x in todo]
+            headers=[(REPLAY_OF, f"{x.partition}-{x.offset}".encode()),
+                     (REPLAY_SOURCE, src.encode()), (REPLAY_GROUP, self.group.encode())])
+            for x, src in zip(chunk, sources, strict=True)]
         producer.flush()
-        for f in futures:
-            f.get()
+        landed = [(m.partition, m.offset) for m in (f.get() for f in futures)]
+        failpoint("replay_after_send")
+        self._record(producer, dict(zip(map(_pos, sources), landed, strict=True)), run)
+        return landed
 
-    def _commit(self, progress: KafkaConsumer, dlq: dict[TopicPartition, int],
-                marks: dict[TopicPartition, int]) -> None:
-        """The DLQ positions first, then the source topic's end offsets: a crash between the
-        two leaves older (lower) marks, which only widen the next run's scan."""
-        if dlq:
-            progress.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in dlq.items()})
-            failpoint("replay_after_dlq_commit")
-        progress.commit({tp: OffsetAndMetadata(int(o), "", -1) for tp, o in marks.items()})
+    # -- the ledger ---------------------------------------------------------------------------
+    def _record(self, producer: KafkaProducer, done: dict[Pos, Pos], run: str) -> None:
+        """Record each source event's landing, then close the intent ``run``."""
+        for (p, o), to in done.items():
+            self._log(producer, f"{p}-{o}", {"to": list(to)}, flush=False)
+        producer.flush()
+        failpoint("replay_after_done")
+        self._log(producer, "intent", {"state": "closed", "run": run})
 
-    def _sent_before(self, reader: KafkaConsumer, marks: dict[TopicPartition, int | None]
-                     ) -> set[str]:
-        """Letters this group sent after its last commit (``replay_of`` past the marks).
-
-        No mark at all: no run ever sent (the first one commits its marks before sending). A
-        partition without a mark (added since) is read from its start.
-        """
-        sent: set[str] = set()
-        if all(mark is None for mark in marks.values()):
-            return sent
-        for tp, mark in marks.items():
-            for rec in read_range(reader, tp, mark or 0):
+    def _recover(self, reader: KafkaConsumer, producer: KafkaProducer, ledger: _Ledger) -> int:
+        """Record what an open intent's sends left on the events topic; close it."""
+        intent = ledger.intent or {}
+        wanted = set(intent["sources"])
+        found: dict[Pos, Pos] = {}
+        for part, mark in intent["marks"].items():
+            tp = TopicPartition(self.source, int(part))
+            for rec in iter_range(reader, tp, int(mark), true_end(reader, tp)):
                 h = dict(rec.headers or ())
-                if h.get(REPLAY_GROUP) == self.group.encode() and REPLAY_OF in h:
-                    sent.add(h[REPLAY_OF].decode())
-        return sent
+                src = h.get(REPLAY_SOURCE, b"").decode()
+                if h.get(REPLAY_GROUP) == self.group.encode() and src in wanted:
+                    found[_pos(src)] = (tp.partition, rec.offset)
+        self._record(producer, found, intent["run"])
+        ledger.done.update(found)
+        ledger.intent = None
+        return len(found)
+
+    def _log(self, producer: KafkaProducer, key: str, value: dict[str, Any],
+             flush: bool = True) -> None:
+        future = producer.send(self.ledger.topic, key=f"{self.group}|{key}".encode(),
+                               value=json.dumps(value).encode(), partition=0)
+        if flush:
+            producer.flush()
+            future.get()
+
+    def _read_ledger(self, reader: KafkaConsumer) -> _Ledger:
+        ledger = _Ledger()
+        prefix = f"{self.group}|".encode()
+        for rec in read_range(reader, self.ledger, 0, timeout_s=600):
+            if not rec.key or not rec.key.startswith(prefix):
+                continue
+            key, value = rec.key[len(prefix):].decode(), json.loads(rec.value)
+            if key == "intent":
+                ledger.intent = value if value["state"] == "open" else None
+            else:
+                ledger.done[_pos(key)] = (int(value["to"][0]), int(value["to"][1]))
+        return ledger
+
+    def _ledger_exists(self, create: bool) -> bool:
+        """Whether the ledger topic held anything before (asked of the broker, not of a
+        client's metadata cache); with ``create``, create it (kept forever) if missing."""
+        admin = KafkaAdminClient(client_id="recstream-dlq-replay", **self.cfg.common())
+        try:
+            if self.ledger.topic in set(admin.list_topics()):
+                return True
+            if create:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    admin.create_topics([NewTopic(self.ledger.topic, 1,
+                                                  self.cfg.replication_factor,
+                                                  topic_configs={"retention.ms": "-1"})])
+            return False
+        finally:
+            admin.close()
 
     @staticmethod
     def _tps(reader: KafkaConsumer, topic: str) -> list[TopicPartition]:
@@ -176,7 +235,3 @@ class Replayer:
         if not parts:
             raise RuntimeError(f"topic {topic} has no partitions (is the broker up?)")
         return [TopicPartition(topic, p) for p in sorted(parts)]
-
-    @staticmethod
-    def _committed(progress: KafkaConsumer, tp: TopicPartition) -> int | None:
-        return progress.committed(tp)

@@ -11,6 +11,7 @@ or two empty polls in a row.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -49,3 +50,22 @@ def true_end(reader: KafkaConsumer, tp: TopicPartition) -> int:
     listed = int(reader.end_offsets([tp])[tp])
     tail = read_range(reader, tp, max(0, listed - 1))
     return max(listed, tail[-1].offset + 1) if tail else listed
+
+
+def iter_range(reader: KafkaConsumer, tp: TopicPartition, start: int, end: int,
+               stall_s: float = 60.0) -> Iterator[ConsumerRecord]:
+    """Records of ``tp`` in ``[start, end)`` as they are fetched, for ranges too long to hold
+    in memory (no overall deadline: it fails only when no record comes for ``stall_s``)."""
+    if start >= end:
+        return
+    reader.assign([tp])
+    reader.seek(tp, start)
+    last = time.monotonic()
+    while reader.position(tp) < end:
+        polled = reader.poll(timeout_ms=200)
+        got = [r for got_tp, rs in polled.items() if got_tp == tp for r in rs]
+        if got:
+            last = time.monotonic()
+        elif time.monotonic() - last > stall_s:
+            raise TimeoutError(f"reading {tp} from {start} to {end}: no record for {stall_s} s")
+        yield from (r for r in got if start <= r.offset < end)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +15,7 @@ from features.store import FeatureAccess
 from stream import failpoints, replay
 from stream.events import Event, EventType
 from stream.kafka import make_consumer, make_producer
-from stream.replay import REPLAY_GROUP, REPLAY_OF, Replayer, replay_group
+from stream.replay import REPLAY_GROUP, REPLAY_SOURCE, Replayer
 from stream.settings import StreamSettings
 from stream.topicread import read_range
 from tests.stream.conftest import assert_exact, read_dlq, run_to_end, verify
@@ -47,17 +48,16 @@ def _produce_with_clock_ahead(s: StreamSettings, n_ahead: int) -> None:
     producer.close()
 
 
-def _replays_by_letter(s: StreamSettings) -> Counter[str]:
-    """How often each letter was sent back to the events topic by the replay group."""
+def _replays_by_source(s: StreamSettings) -> Counter[str]:
+    """How often each source event was sent back to the events topic by a replay."""
     out: Counter[str] = Counter()
-    group = replay_group(s).encode()
     reader = make_consumer(s.kafka, None)
     try:
         for p in sorted(reader.partitions_for_topic(s.kafka.topics.events) or ()):
             for rec in read_range(reader, TopicPartition(s.kafka.topics.events, p), 0):
                 h = dict(rec.headers or ())
-                if h.get(REPLAY_GROUP) == group:
-                    out[h[REPLAY_OF].decode()] += 1
+                if h.get(REPLAY_GROUP) == s.group_id.encode():
+                    out[h[REPLAY_SOURCE].decode()] += 1
     finally:
         reader.close()
     return out
@@ -75,17 +75,22 @@ def test_letters_that_pass_now_are_replayed_once_and_applied(strict: StreamSetti
     assert Counter(d.reason for d in read_dlq(strict.kafka)) == {
         "future_ts": 5, "not_json": 1, "key_mismatch": 1}
 
+    before_fix = Replayer(strict).run()  # the stamps are still too far ahead for the service
+    assert before_fix.replayed == []
+    assert before_fix.still_invalid == {"future_ts": 5, "not_json": 1, "key_mismatch": 1}
+
     relaxed = strict.model_copy(update={"max_future_skew_s": 290.0})  # the operator's fix
     dry = Replayer(relaxed).run(dry_run=True)
     assert (len(dry.replayed), dry.still_invalid) == (5, {"not_json": 1, "key_mismatch": 1})
-    assert _replays_by_letter(relaxed) == {}  # a dry run sends nothing
+    assert _replays_by_source(relaxed) == {}  # a dry run sends nothing
 
     report = Replayer(relaxed).run()
     assert [x.letter.reason for x in report.replayed] == ["future_ts"] * 5
     assert report.still_invalid == {"not_json": 1, "key_mismatch": 1}
-    assert (report.already, report.other) == (0, 0)
-    again = Replayer(relaxed).run()  # nothing left past the committed positions
-    assert (again.replayed, again.already, sum(again.still_invalid.values())) == ([], 0, 0)
+    assert (report.already, report.other, report.duplicates) == (0, 0, 0)
+    again = Replayer(relaxed).run()  # every letter is looked at again; none is sent twice
+    assert (again.replayed, again.already) == ([], 5)
+    assert again.still_invalid == {"not_json": 1, "key_mismatch": 1}
 
     run_to_end(relaxed, "relaxed")
     outcome = verify(relaxed)  # the originals stay dead, the replayed records count once
@@ -95,22 +100,22 @@ def test_letters_that_pass_now_are_replayed_once_and_applied(strict: StreamSetti
     assert len(read_dlq(relaxed.kafka)) == 7  # the letters stay on the DLQ
 
 
-def test_a_replay_crashing_anywhere_sends_each_letter_once(
+def test_a_replay_crashing_anywhere_sends_each_event_once(
     strict: StreamSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Chunks of 2 letters and a crash at each of the two points with probability 1/2: runs
-    are repeated until one completes; every letter went back exactly once."""
+    """Chunks of 2 letters and a crash at each of the three points with probability 0.3:
+    runs are repeated until one completes; every event went back exactly once."""
     monkeypatch.setattr(replay, "CHUNK", 2)
     _produce_with_clock_ahead(strict, n_ahead=9)
     run_to_end(strict, "strict")
     relaxed = strict.model_copy(update={"max_future_skew_s": 290.0})
-    failpoints.configure("replay_after_send=0.5,replay_after_dlq_commit=0.5", raise_=True,
-                         seed=5)
-    crashes = 0
+    failpoints.configure("replay_after_intent=0.3,replay_after_send=0.3,replay_after_done=0.3",
+                         raise_=True, seed=5)
+    crashes, recovered = 0, 0
     try:
-        for _ in range(40):
+        for _ in range(60):
             try:
-                Replayer(relaxed).run()
+                recovered += Replayer(relaxed).run().recovered
                 break
             except failpoints.Crash:
                 crashes += 1
@@ -118,25 +123,38 @@ def test_a_replay_crashing_anywhere_sends_each_letter_once(
             pytest.fail("no replay run completed")
     finally:
         failpoints.configure("")
-    assert crashes >= 2
-    sent = _replays_by_letter(relaxed)
+    assert crashes >= 3 and recovered >= 1
+    sent = _replays_by_source(relaxed)
     assert len(sent) == 9 and set(sent.values()) == {1}
+    assert Replayer(relaxed).run().already == 9
     run_to_end(relaxed, "relaxed")
     assert_exact(verify(relaxed))
 
 
-def test_only_this_groups_letters_of_its_source_topic_are_replayed(
+def test_one_replay_per_event_of_this_group_and_none_of_a_rejected_replay(
     strict: StreamSettings,
 ) -> None:
+    """A second letter of the same event, another group's letter, a record that is not a
+    letter; then the consumer rejecting a replayed record again: none of them is sent."""
     _produce_with_clock_ahead(strict, n_ahead=2)
     run_to_end(strict, "strict")
-    producer = make_producer(strict.kafka)
     letter = read_dlq(strict.kafka)[0]
-    other = letter.__class__(**{**letter.__dict__, "source_group": "another-group"})
-    producer.send(strict.kafka.topics.dlq, key=other.key, value=other.value,
-                  headers=other.headers())
+    assert letter.reason == "future_ts"
+    producer = make_producer(strict.kafka)
+    for copy in (letter, replace(letter, source_group="another-group")):
+        producer.send(strict.kafka.topics.dlq, key=copy.key, value=copy.value,
+                      headers=copy.headers())
     producer.send(strict.kafka.topics.dlq, value=json.dumps({"not": "a letter"}).encode())
     producer.flush()
+    relaxed = strict.model_copy(update={"max_future_skew_s": 290.0})
+    report = Replayer(relaxed).run()
+    assert (len(report.replayed), report.duplicates, report.other) == (2, 1, 2)
+
+    p, o = report.landed[0]  # the consumer (with stricter settings) rejects the replay again
+    bounce = replace(letter, source_partition=p, source_offset=o)
+    producer.send(strict.kafka.topics.dlq, key=bounce.key, value=bounce.value,
+                  headers=bounce.headers())
+    producer.flush()
     producer.close()
-    report = Replayer(strict.model_copy(update={"max_future_skew_s": 290.0})).run()
-    assert (len(report.replayed), report.other) == (2, 2)
+    again = Replayer(relaxed).run()
+    assert (again.replayed, again.bounced, again.already) == ([], 1, 3)  # 3 letters, 2 events
