@@ -118,6 +118,7 @@ class _Listener(ConsumerRebalanceListener):
             self.owner._parts.pop(tp.partition, None)
             self.owner._done.pop(tp, None)
             metrics.PENDING.labels(str(tp.partition)).set(0)
+        metrics.CACHED_USERS.set(self.owner.cached_users())
         log.info("revoked %s", sorted(tp.partition for tp in revoked))
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
