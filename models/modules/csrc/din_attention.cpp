@@ -168,16 +168,16 @@ inline void fold_moments(double& n, double* mean, double* m2, double c, int64_t 
 
 // Fold a group of c values given as sums of deviations from a shift (s1 = sum(h - shift),
 // s2 = the sum of their squares) into the running moments.
+// c_mean and c_m2: scratch of h values each.
 template <typename T>
 void merge_moments(double& n, double* mean, double* m2, double c, const T* shift, const T* s1,
-                   const T* s2, int64_t h) {
-  std::vector<double> c_mean(h), c_m2(h);
+                   const T* s2, int64_t h, double* c_mean, double* c_m2) {
   for (int64_t j = 0; j < h; ++j) {
     const double dm = static_cast<double>(s1[j]) / c;
     c_mean[j] = static_cast<double>(shift[j]) + dm;
     c_m2[j] = std::max(0.0, static_cast<double>(s2[j]) - static_cast<double>(s1[j]) * dm);
   }
-  fold_moments(n, mean, m2, c, h, c_mean.data(), c_m2.data());
+  fold_moments(n, mean, m2, c, h, c_mean, c_m2);
 }
 
 // The padded weights and Dice's normalisation, shared by the forward and the backward.
@@ -252,6 +252,7 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
     double* mu_t = stats.data() + tid * 2 * p.hp;
     double* m2_t = mu_t + p.hp;
     std::vector<T> g(p.e * p.hp), l1(p.hp), l2(p.hp);  // G_b; one batch row's sums, in T
+    std::vector<double> row_mean(p.hp), row_m2(p.hp);  // the row's moments, merged
     for (int64_t b = lo; b < hi; ++b) {
       const int64_t m0 = real.offs[b], m1 = real.offs[b + 1];
       if (m0 == m1) continue;
@@ -275,7 +276,7 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& c_t, const at::Tensor& q_
         }
       }
       merge_moments(counts[tid], mu_t, m2_t, static_cast<double>(m1 - m0), h0, l1.data(),
-                    l2.data(), p.h);
+                    l2.data(), p.h, row_mean.data(), row_m2.data());
     }
   });
   at::Tensor mean_t = at::zeros({p.h}, opt.dtype(at::kDouble));
