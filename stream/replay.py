@@ -179,8 +179,11 @@ class Replayer:
         """Record what an open intent's sends left on the events topic; close it."""
         intent = ledger.intent or {}
         wanted = set(intent["sources"])
+        parts = {_pos(src)[0] for src in wanted}  # a replay goes to its source's partition
         found: dict[Pos, Pos] = {}
         for part, mark in intent["marks"].items():
+            if int(part) not in parts:
+                continue
             tp = TopicPartition(self.source, int(part))
             for rec in iter_range(reader, tp, int(mark), true_end(reader, tp)):
                 h = dict(rec.headers or ())
