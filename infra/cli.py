@@ -140,8 +140,8 @@ def _dlq_replay(args: argparse.Namespace) -> int:
              (report.recovered, "letters were sent by a run that crashed before recording "
                                 "them: recorded, not sent again"),
              (report.duplicates, "letters repeat an event this run sends: sent once"),
-             (report.bounced, "letters are replays that the consumer rejected again: left "
-                              "on the DLQ (replay with the service's own settings)")]
+             (report.bounced, "of the replayed letters were replays the consumer had "
+                              "rejected again (replay with the service's own settings)")]
     for count, what in notes:
         if count:
             console.print(f"{count} {what}")

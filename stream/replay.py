@@ -21,15 +21,17 @@ A chunk of sends is framed by an ``intent`` record (the source events and the ev
 topic's end offsets before the sends) and a ``closed`` one. A run that finds the last intent
 open (a crash) first reads the events topic from those end offsets to its current end for
 ``replay_source`` headers of that intent, records what landed, and closes it. Two letters of
-one source event (possible after a rebalance) are replayed once; a letter whose source is
-itself a replay that the consumer rejected again (``bounced``) is not replayed. One replay
-runs at a time per group (not enforced).
+one source event (possible after a rebalance) are replayed once. A letter whose source is
+itself a replay that the consumer rejected again (``bounced``: the replay ran with looser
+settings than the service) is replayed like any other, once per such letter: every replay
+of an event but the last was rejected, so the event is still applied at most once. One
+replay runs at a time per group (not enforced).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ from stream.kafka import make_consumer, make_producer
 from stream.settings import StreamSettings
 from stream.topicread import iter_range, read_range, true_end
 
+log = logging.getLogger(__name__)
 REPLAY_OF, REPLAY_SOURCE, REPLAY_GROUP = "replay_of", "replay_source", "replay_group"
 CHUNK = 500  # letters sent under one intent
 Pos = tuple[int, int]  # (partition, offset)
@@ -69,7 +72,7 @@ class ReplayReport:
     already: int = 0  # source events replayed by an earlier run
     recovered: int = 0  # sent by a run that crashed before recording them: now recorded
     duplicates: int = 0  # a second letter of a source event this run already took
-    bounced: int = 0  # letters of replayed records that the consumer rejected again
+    bounced: int = 0  # of ``replayed``: replays that the consumer had rejected again
     still_invalid: Counter[str] = field(default_factory=Counter)  # by the reason now
     other: int = 0  # records of other groups or topics, and records that are not letters
 
@@ -95,11 +98,18 @@ class Replayer:
         records nothing (after a crash it may list letters the next run finds sent)."""
         exists = self._ledger_exists(create=not dry_run)
         reader = make_consumer(self.cfg, None, client_id="dlq-replay-reader")
-        producer = None if dry_run else make_producer(self.cfg, acks="all",
-                                                      max_in_flight_requests_per_connection=1)
+        # Idempotence asked for explicitly: a retried send must not land twice, and a broker
+        # that cannot promise it fails the run instead of silently switching it off.
+        producer = None if dry_run else make_producer(
+            self.cfg, acks="all", max_in_flight_requests_per_connection=1,
+            enable_idempotence=True)
         report = ReplayReport()
         try:
-            ledger = self._read_ledger(reader) if exists else _Ledger()
+            ledger = _Ledger()
+            if exists:
+                end = (self._fence(producer) if producer is not None
+                       else int(reader.end_offsets([self.ledger])[self.ledger]))
+                ledger = self._read_ledger(reader, end)
             if ledger.intent is not None and producer is not None:
                 report.recovered = self._recover(reader, producer, ledger)
             todo = self._sort(reader, ledger, report)
@@ -132,15 +142,15 @@ class Replayer:
                     report.already += 1
                 elif src in taken:
                     report.duplicates += 1
-                elif src in replays:
-                    report.bounced += 1
                 else:
                     try:
                         validate(letter.key, letter.value, self.settings.max_future_skew_s)
-                    except InvalidEvent as exc:
-                        report.still_invalid[exc.reason] += 1
+                    except Exception as err:  # as the consumer: what it cannot read stays
+                        reason = err.reason if isinstance(err, InvalidEvent) else "unexpected"
+                        report.still_invalid[reason] += 1
                         continue
                     taken.add(src)
+                    report.bounced += src in replays
                     todo.append(StoredLetter(tp.partition, rec.offset, rec.timestamp, letter))
         return todo
 
@@ -169,9 +179,11 @@ class Replayer:
     # -- the ledger ---------------------------------------------------------------------------
     def _record(self, producer: KafkaProducer, done: dict[Pos, Pos], run: str) -> None:
         """Record each source event's landing, then close the intent ``run``."""
-        for (p, o), to in done.items():
-            self._log(producer, f"{p}-{o}", {"to": list(to)}, flush=False)
+        futures = [self._log(producer, f"{p}-{o}", {"to": list(to)}, flush=False)
+                   for (p, o), to in done.items()]
         producer.flush()
+        for f in futures:
+            f.get()  # raises on a failed write: the intent stays open, recovery redoes it
         failpoint("replay_after_done")
         self._log(producer, "intent", {"state": "closed", "run": run})
 
@@ -185,6 +197,14 @@ class Replayer:
             if int(part) not in parts:
                 continue
             tp = TopicPartition(self.source, int(part))
+            if int(reader.beginning_offsets([tp])[tp]) > int(mark):
+                # retention deleted records past the mark: what cannot be checked counts as
+                # sent (at most once: an event not replayed rather than one replayed twice)
+                log.warning("replay recovery: %s lost records past its mark to retention; "
+                            "the open intent's events of it count as replayed", tp)
+                found.update({_pos(src): (-1, -1) for src in wanted
+                              if _pos(src)[0] == tp.partition})
+                continue
             for rec in iter_range(reader, tp, int(mark), true_end(reader, tp)):
                 h = dict(rec.headers or ())
                 src = h.get(REPLAY_SOURCE, b"").decode()
@@ -196,20 +216,33 @@ class Replayer:
         return len(found)
 
     def _log(self, producer: KafkaProducer, key: str, value: dict[str, Any],
-             flush: bool = True) -> None:
+             flush: bool = True) -> Any:
+        """Send one ledger record; with ``flush``, wait until it is confirmed. The future."""
         future = producer.send(self.ledger.topic, key=f"{self.group}|{key}".encode(),
                                value=json.dumps(value).encode(), partition=0)
         if flush:
             producer.flush()
             future.get()
+        return future
 
-    def _read_ledger(self, reader: KafkaConsumer) -> _Ledger:
+    def _fence(self, producer: KafkaProducer) -> int:
+        """Write a fence record to the ledger; the offset after it, up to which a read of the
+        ledger is then complete (an end from ListOffsets can lag, and an empty poll proves
+        nothing before the first fetch has answered)."""
+        future = producer.send(self.ledger.topic, key=f"{self.group}|fence".encode(),
+                               value=b"{}", partition=0)
+        producer.flush()
+        return int(future.get().offset) + 1
+
+    def _read_ledger(self, reader: KafkaConsumer, end: int) -> _Ledger:
         ledger = _Ledger()
         prefix = f"{self.group}|".encode()
-        for rec in read_range(reader, self.ledger, 0, timeout_s=600):
+        for rec in read_range(reader, self.ledger, 0, end, timeout_s=600):
             if not rec.key or not rec.key.startswith(prefix):
                 continue
             key, value = rec.key[len(prefix):].decode(), json.loads(rec.value)
+            if key == "fence":
+                continue
             if key == "intent":
                 ledger.intent = value if value["state"] == "open" else None
             else:
@@ -224,10 +257,12 @@ class Replayer:
             if self.ledger.topic in set(admin.list_topics()):
                 return True
             if create:
-                with contextlib.suppress(TopicAlreadyExistsError):
+                try:
                     admin.create_topics([NewTopic(self.ledger.topic, 1,
                                                   self.cfg.replication_factor,
                                                   topic_configs={"retention.ms": "-1"})])
+                except TopicAlreadyExistsError:
+                    return True  # made a moment ago (a run just before): read it
             return False
         finally:
             admin.close()
