@@ -236,11 +236,11 @@ class Replayer:
 
     def _read_ledger(self, reader: KafkaConsumer, end: int) -> _Ledger:
         ledger = _Ledger()
-        prefix = f"{self.group}|".encode()
         for rec in read_range(reader, self.ledger, 0, end, timeout_s=600):
-            if not rec.key or not rec.key.startswith(prefix):
+            group, _, key = (rec.key or b"").decode().rpartition("|")  # a group may hold "|"
+            if group != self.group:
                 continue
-            key, value = rec.key[len(prefix):].decode(), json.loads(rec.value)
+            value = json.loads(rec.value)
             if key == "fence":
                 continue
             if key == "intent":
