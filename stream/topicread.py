@@ -5,7 +5,9 @@ Run: used by :mod:`stream.samplelog` (restores) and :mod:`stream.recompute` (che
 The end offset from ListOffsets (``KafkaConsumer.end_offsets``) can lag behind the records a
 fetch returns (seen on Tansu: 1107 reported while 1128 records were there), so "the end"
 here is where fetching stops returning records: the high watermark of the fetch responses,
-or two empty polls in a row.
+or, where that is never reached, three empty polls in a row once a fetch has answered and
+no record came for ``SETTLE_S`` (before, three polls of 50 ms: a first fetch slower than that,
+or one after a seek behind a watermark known from an earlier read, read as the end).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Iterator
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+
+SETTLE_S = 1.0
 
 
 def read_range(reader: KafkaConsumer, tp: TopicPartition, start: int, end: int | None = None,
@@ -26,7 +30,7 @@ def read_range(reader: KafkaConsumer, tp: TopicPartition, start: int, end: int |
     reader.seek(tp, start)
     out: list[ConsumerRecord] = []
     deadline = time.monotonic() + timeout_s
-    empty = 0
+    empty, progress_at = 0, time.monotonic()
     while True:
         if time.monotonic() > deadline:
             raise TimeoutError(f"reading {tp} from {start} timed out")
@@ -40,8 +44,15 @@ def read_range(reader: KafkaConsumer, tp: TopicPartition, start: int, end: int |
         high = reader.highwater(tp)
         if end is None and high is not None and position >= high:
             return out
-        empty = 0 if recs else empty + 1
-        if end is None and empty >= 3:
+        if recs:
+            empty, progress_at = 0, time.monotonic()
+        else:
+            empty += 1
+        # Empty polls say "the end" only once a fetch has answered (the high watermark is
+        # known: before that, a slow first fetch would read as an empty partition) and for
+        # SETTLE_S (a watermark left by an earlier read of the partition is known at once).
+        if end is None and empty >= 3 and high is not None \
+                and time.monotonic() - progress_at >= SETTLE_S:
             return out
 
 
