@@ -233,9 +233,19 @@ class StreamConsumer:
         return None
 
     def _load_users(self, parsed: list[tuple[int, ConsumerRecord, EventRow | None]]) -> None:
-        """Fill the cache with the batch's users not seen since the assignment (one read)."""
-        missing = {(p, e.user_id) for p, _, e in parsed
-                   if e is not None and e.user_id not in self._parts[p].users}
+        """Fill the cache with the batch's users not seen since the assignment (one read).
+
+        Near the cache's bound (past half of it), the batch's cached users also move to the
+        end of their cache, so that the bound drops the users used longest ago.
+        """
+        users = {(p, e.user_id) for p, _, e in parsed if e is not None}
+        missing = [(p, u) for p, u in users if u not in self._parts[p].users]
+        if self.cached_users() > self.settings.max_cached_users // 2:
+            for p, u in users:
+                cache = self._parts[p].users
+                seq = cache.pop(u, None)
+                if seq is not None:
+                    cache[u] = seq
         if not missing:
             return
         found = self.features.read_sequences(u for _, u in missing)

@@ -79,9 +79,10 @@ def build(clicks: Iterable[tuple[int, int, int]], max_history: int) -> UserSeque
 
 
 def bound_caches(caches: Sequence[dict[int, V]], limit: int) -> int:
-    """Drop the users cached longest ago (insertion order) when ``caches`` hold more than
-    ``limit`` together: down to 90% of it, so not at every call, from each cache in
-    proportion to its size; return how many were dropped.
+    """Drop the first entries in insertion order when ``caches`` hold more than ``limit``
+    together: down to 90% of it, so not at every call, from each cache in proportion to its
+    size; return how many were dropped. (The consumer moves a batch's users to the end of
+    their cache near the bound, so the first ones are those used longest ago.)
 
     Only safe where every cached sequence is also its row in the online store (the
     consumer calls it after a batch is written): a dropped user's next event reads it again.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,6 +13,8 @@ from prometheus_client import REGISTRY
 
 from stream import consumer as consumer_module
 from stream.consumer import StreamConsumer
+from stream.events import Event, EventType
+from stream.kafka import make_producer
 from stream.producer import events_from_frame, produce
 from stream.recompute import read_topic
 from stream.samples import decode_batch
@@ -66,6 +69,42 @@ def test_a_small_user_cache_changes_nothing_but_reads(settings: StreamSettings) 
     assert_exact(verify(small))
     assert len(sizes) > 10 and max(sizes) <= 8
     assert (REGISTRY.get_sample_value("recstream_stream_cache_evictions_total") or 0) > evicted
+
+
+def test_near_the_bound_the_cache_drops_the_users_used_longest_ago(
+        settings: StreamSettings) -> None:
+    """One partition, batches of 12 events, a hot user in every second event and a new cold
+    user in each other one (7 users a batch), a cache of 8: the hot user is read from Feast
+    once (it was read again at every turn of the cache when the first users loaded were
+    dropped first)."""
+    small = settings.model_copy(update={
+        "max_cached_users": 8,
+        "kafka": settings.kafka.model_copy(update={"max_poll_records": 12})})
+    producer = make_producer(small.kafka)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    for n in range(300):
+        user = 7 if n % 2 == 0 else 1000 + n
+        ev = Event(event_type=EventType.CLICK, user_id=user, item_id=5 + n % 11,
+                   category_id=1, ts=t0 + timedelta(seconds=n))
+        producer.send(small.kafka.topics.events, key=ev.key(), value=ev.to_bytes(), partition=0)
+    producer.flush()
+    producer.close()
+    consumer = StreamConsumer(small)
+    reads: list[int] = []
+    real_read = consumer.features.read_sequences
+
+    def read_sequences(user_ids: Any) -> Any:  # a spy: the real Feast read happens
+        ids = list(user_ids)
+        reads.extend(ids)
+        return real_read(ids)
+
+    consumer.features.read_sequences = read_sequences  # type: ignore[method-assign]
+    try:
+        drain([consumer], small)
+    finally:
+        consumer.close()
+    assert_exact(verify(small))
+    assert len(reads) >= 150 and reads.count(7) == 1
 
 
 _PHASES = ("poll", "validate", "feast_read", "apply", "kafka_write", "feast_write", "commit")
