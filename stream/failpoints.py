@@ -25,6 +25,9 @@ def _parse(spec: str) -> dict[str, float]:
 
 
 _POINTS = _parse(os.environ.get("RECSTREAM_FAILPOINTS", ""))
+# The failpoints' own generator: the global one is also drawn from by libraries (kafka-python
+# when a client starts), which made a seeded sequence of crashes depend on their internals.
+_RNG = random.Random()
 
 
 class Crash(BaseException):
@@ -40,13 +43,13 @@ def configure(spec: str, *, raise_: bool = False, seed: int | None = None) -> No
     _POINTS.update(_parse(spec))
     _RAISE[0] = raise_
     if seed is not None:
-        random.seed(seed)
+        _RNG.seed(seed)
 
 
 def failpoint(name: str) -> None:
     """Kill this process (SIGKILL, no cleanup) with the probability configured for ``name``."""
     prob = _POINTS.get(name)
-    if prob and random.random() < prob:
+    if prob and _RNG.random() < prob:
         if _RAISE[0]:
             raise Crash(name)
         os.kill(os.getpid(), signal.SIGKILL)
