@@ -15,8 +15,12 @@ import sys
 import threading
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from stream.settings import StreamSettings
 
 console = Console()
 DEMO_DIR = Path(".recstream/demo")
@@ -86,7 +90,7 @@ def _dlq(args: argparse.Namespace) -> int:
 
     s = stream_settings()
     if args.action == "replay":
-        return _dlq_replay(args)
+        return _dlq_replay(args, s)
     stored, foreign = read_letters(s.kafka)
     if args.reason:
         stored = [x for x in stored if x.letter.reason == args.reason]
@@ -119,13 +123,12 @@ def _dlq(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dlq_replay(args: argparse.Namespace) -> int:
+def _dlq_replay(args: argparse.Namespace, settings: StreamSettings) -> int:
     from rich.table import Table
 
     from stream.replay import Replayer
-    from stream.settings import stream_settings
 
-    report = Replayer(stream_settings()).run(dry_run=args.dry_run)
+    report = Replayer(settings).run(dry_run=args.dry_run)
     verb = "would replay" if args.dry_run else "replayed"
     table = Table("dlq p/offset", "source p/offset", "reason then", "value",
                   title=f"{verb} {len(report.replayed)} letters")

@@ -102,9 +102,10 @@ class StoredLetter:
     letter: DeadLetter
 
 
-def read_letters(cfg: KafkaConfig) -> tuple[list[StoredLetter], int]:
+def read_letters(cfg: KafkaConfig, timeout_s: float = 60.0) -> tuple[list[StoredLetter], int]:
     """Every dead letter on ``cfg.topics.dlq`` (DLQ partition and offset order) and the number
-    of records there that are not letters (written by another producer): inspection, tests.
+    of records there that are not letters (written by another producer): inspection, tests,
+    the replay (``timeout_s`` bounds the read of each partition).
 
     Run: ``recstream dlq`` prints them (``--reason``, ``--limit``, ``--json``).
     """
@@ -113,7 +114,8 @@ def read_letters(cfg: KafkaConfig) -> tuple[list[StoredLetter], int]:
     foreign = 0
     try:
         for p in sorted(reader.partitions_for_topic(cfg.topics.dlq) or ()):
-            for rec in read_range(reader, TopicPartition(cfg.topics.dlq, p), 0):
+            for rec in read_range(reader, TopicPartition(cfg.topics.dlq, p), 0,
+                                  timeout_s=timeout_s):
                 letter = DeadLetter.of_record(rec)
                 if letter is None:
                     foreign += 1

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 POLL_RECORDS = 200  # samples records a poll (<= 250 samples each): the bound's overshoot
 EXPORT_POLL_INTERVAL_MS = 300_000
 
+
 def samples_dir(settings: StreamSettings) -> Path:
     return settings.feast.data_dir / "offline" / "samples"
 
@@ -106,10 +107,11 @@ class SampleExporter:
             for tp, recs in polled.items():
                 got = rows.setdefault(tp.partition, [])
                 for rec in recs:
-                    got.extend(decode_batch(rec.value or b"{}"))
+                    samples = decode_batch(rec.value or b"{}")
+                    got.extend(samples)
+                    count += len(samples)
                 first = ranges.get(tp.partition, (recs[0].offset, 0))[0]
                 ranges[tp.partition] = (first, recs[-1].offset)
-            count = sum(map(len, rows.values()))
             timeout_ms = 100
         written = 0
         for part, samples in rows.items():

@@ -41,7 +41,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from stream.dlq import DeadLetter, StoredLetter, validate
+from stream.dlq import StoredLetter, read_letters, validate
 from stream.events import InvalidEvent
 from stream.failpoints import failpoint
 from stream.kafka import make_consumer, make_producer
@@ -130,28 +130,28 @@ class Replayer:
         replays = set(ledger.done.values())
         taken: set[Pos] = set()
         todo: list[StoredLetter] = []
-        for tp in self._tps(reader, self.cfg.topics.dlq):
-            for rec in read_range(reader, tp, 0, timeout_s=600):
-                letter = DeadLetter.of_record(rec)
-                if letter is None or letter.source_group != self.group \
-                        or letter.source_topic != self.source:
-                    report.other += 1
+        self._tps(reader, self.cfg.topics.dlq)  # fails loudly when the DLQ topic is missing
+        stored, report.other = read_letters(self.cfg, timeout_s=600)
+        for x in stored:
+            letter = x.letter
+            if letter.source_group != self.group or letter.source_topic != self.source:
+                report.other += 1
+                continue
+            src = (letter.source_partition, letter.source_offset)
+            if src in ledger.done:
+                report.already += 1
+            elif src in taken:
+                report.duplicates += 1
+            else:
+                try:
+                    validate(letter.key, letter.value, self.settings.max_future_skew_s)
+                except Exception as err:  # as the consumer: what it cannot read stays
+                    reason = err.reason if isinstance(err, InvalidEvent) else "unexpected"
+                    report.still_invalid[reason] += 1
                     continue
-                src = (letter.source_partition, letter.source_offset)
-                if src in ledger.done:
-                    report.already += 1
-                elif src in taken:
-                    report.duplicates += 1
-                else:
-                    try:
-                        validate(letter.key, letter.value, self.settings.max_future_skew_s)
-                    except Exception as err:  # as the consumer: what it cannot read stays
-                        reason = err.reason if isinstance(err, InvalidEvent) else "unexpected"
-                        report.still_invalid[reason] += 1
-                        continue
-                    taken.add(src)
-                    report.bounced += src in replays
-                    todo.append(StoredLetter(tp.partition, rec.offset, rec.timestamp, letter))
+                taken.add(src)
+                report.bounced += src in replays
+                todo.append(x)
         return todo
 
     def _send_chunk(self, reader: KafkaConsumer, producer: KafkaProducer,
