@@ -126,9 +126,13 @@ def _dlq(args: argparse.Namespace) -> int:
 def _dlq_replay(args: argparse.Namespace, settings: StreamSettings) -> int:
     from rich.table import Table
 
-    from stream.replay import Replayer
+    from stream.replay import Replayer, ReplayFenced
 
-    report = Replayer(settings).run(dry_run=args.dry_run)
+    try:
+        report = Replayer(settings).run(dry_run=args.dry_run)
+    except ReplayFenced as exc:
+        console.print(f"[red]dlq replay: {exc}[/red]")
+        return 1
     verb = "would replay" if args.dry_run else "replayed"
     table = Table("dlq p/offset", "source p/offset", "reason then", "value",
                   title=f"{verb} {len(report.replayed)} letters")

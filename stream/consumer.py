@@ -166,6 +166,7 @@ class StreamConsumer:
         n = sum(len(recs) for recs in polled.values())
         if n == 0:
             self._idle_flush()
+            self._commit_skipped()
             self._update_lag()
             return 0
         batch.lap("restore")
@@ -362,6 +363,19 @@ class StreamConsumer:
             return
         self._done.update(owned)
         self.consumer.commit_async(owned, callback=self._committed)
+
+    def _commit_skipped(self) -> None:
+        """On an empty poll, commit the positions that moved past the last commit without a
+        record: transaction markers (a ``recstream dlq replay`` writes in transactions) take
+        offsets that no record is returned for, and a commit left before one would show a
+        lag of 1 to the group's tools until the next event. Every record before the position
+        was returned by an earlier poll and that batch written before this poll."""
+        moved = {}
+        for tp, done in self._done.items():
+            if tp.partition in self._parts and (pos := self.consumer.position(tp)) > done.offset:
+                moved[tp] = OffsetAndMetadata(pos, "", -1)
+        if moved:
+            self._commit(moved)
 
     @staticmethod
     def _committed(offsets: object, response: object) -> None:

@@ -25,7 +25,19 @@ one source event (possible after a rebalance) are replayed once. A letter whose 
 itself a replay that the consumer rejected again (``bounced``: the replay ran with looser
 settings than the service) is replayed like any other, once per such letter: every replay
 of an event but the last was rejected, so the event is still applied at most once. One
-replay runs at a time per group (not enforced).
+replay runs at a time per group: its producer is transactional, with the id
+``recstream-dlq-replay-{group}`` (:func:`transactional_id`), and every write is part of a
+transaction. A run's ``init_transactions`` fences off every earlier producer of that id:
+from then on the broker rejects their writes (``ProducerFencedError``), so a replay still
+running stops with :class:`ReplayFenced` instead of sending what the newer run sends too, and
+the bytes of a killed run that reach the broker late are rejected rather than landing after
+the newer run's recovery scan. The fence comes before the newer run reads the ledger and
+scans, so whatever the older run got written is seen there. The consumer reads the events
+topic ``read_uncommitted`` (kafka-python's default), as do the ledger read and the scan: a
+replay in a transaction aborted by the fence (real Kafka aborts it; Tansu leaves it) is still
+applied by the consumer and recorded by the scan; a ``read_committed`` reader of the events
+topic would not see it. On a cluster with ACLs the replay needs WRITE on that
+transactional id.
 """
 
 from __future__ import annotations
@@ -34,12 +46,14 @@ import json
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, ProducerFencedError, TopicAlreadyExistsError
+from kafka.producer.future import FutureRecordMetadata, RecordMetadata
 
 from stream.dlq import StoredLetter, read_letters, validate
 from stream.events import InvalidEvent
@@ -56,6 +70,15 @@ Pos = tuple[int, int]  # (partition, offset)
 
 def ledger_topic(settings: StreamSettings) -> str:
     return f"{settings.kafka.topics.dlq}.replayed"
+
+
+def transactional_id(settings: StreamSettings) -> str:
+    """The transactional id of the replays of ``settings.group_id`` (one at a time)."""
+    return f"recstream-dlq-replay-{settings.group_id}"
+
+
+class ReplayFenced(RuntimeError):
+    """A newer replay of the same group fenced this one off; this run wrote nothing more."""
 
 
 def _pos(text: str) -> Pos:
@@ -99,12 +122,15 @@ class Replayer:
         exists = self._ledger_exists(create=not dry_run)
         reader = make_consumer(self.cfg, None, client_id="dlq-replay-reader")
         # Idempotence asked for explicitly: a retried send must not land twice, and a broker
-        # that cannot promise it fails the run instead of silently switching it off.
+        # that cannot promise it fails the run instead of silently switching it off. The
+        # transactional id fences off any other replay of this group (module docstring).
         producer = None if dry_run else make_producer(
             self.cfg, acks="all", max_in_flight_requests_per_connection=1,
-            enable_idempotence=True)
+            enable_idempotence=True, transactional_id=transactional_id(self.settings))
         report = ReplayReport()
         try:
+            if producer is not None:
+                producer.init_transactions()
             ledger = _Ledger()
             if exists:
                 end = (self._fence(producer) if producer is not None
@@ -164,14 +190,13 @@ class Replayer:
         self._log(producer, "intent", {"state": "open", "run": run, "marks": marks,
                                        "sources": sources})
         failpoint("replay_after_intent")
-        futures = [producer.send(
-            self.source, key=x.letter.key, value=x.letter.value,
-            partition=x.letter.source_partition,
-            headers=[(REPLAY_OF, f"{x.partition}-{x.offset}".encode()),
-                     (REPLAY_SOURCE, src.encode()), (REPLAY_GROUP, self.group.encode())])
-            for x, src in zip(chunk, sources, strict=True)]
-        producer.flush()
-        landed = [(m.partition, m.offset) for m in (f.get() for f in futures)]
+        landed = [(m.partition, m.offset) for m in self._transaction(producer, lambda: [
+            producer.send(self.source, key=x.letter.key, value=x.letter.value,
+                          partition=x.letter.source_partition,
+                          headers=[(REPLAY_OF, f"{x.partition}-{x.offset}".encode()),
+                                   (REPLAY_SOURCE, src.encode()),
+                                   (REPLAY_GROUP, self.group.encode())])
+            for x, src in zip(chunk, sources, strict=True)])]
         failpoint("replay_after_send")
         self._record(producer, dict(zip(map(_pos, sources), landed, strict=True)), run)
         return landed
@@ -179,11 +204,9 @@ class Replayer:
     # -- the ledger ---------------------------------------------------------------------------
     def _record(self, producer: KafkaProducer, done: dict[Pos, Pos], run: str) -> None:
         """Record each source event's landing, then close the intent ``run``."""
-        futures = [self._log(producer, f"{p}-{o}", {"to": list(to)}, flush=False)
-                   for (p, o), to in done.items()]
-        producer.flush()
-        for f in futures:
-            f.get()  # raises on a failed write: the intent stays open, recovery redoes it
+        # Raises on a failed write: the intent stays open, the next run's recovery redoes it.
+        self._transaction(producer, lambda: [
+            self._send_log(producer, f"{p}-{o}", {"to": list(to)}) for (p, o), to in done.items()])
         failpoint("replay_after_done")
         self._log(producer, "intent", {"state": "closed", "run": run})
 
@@ -215,24 +238,40 @@ class Replayer:
         ledger.intent = None
         return len(found)
 
-    def _log(self, producer: KafkaProducer, key: str, value: dict[str, Any],
-             flush: bool = True) -> Any:
-        """Send one ledger record; with ``flush``, wait until it is confirmed. The future."""
-        future = producer.send(self.ledger.topic, key=f"{self.group}|{key}".encode(),
-                               value=json.dumps(value).encode(), partition=0)
-        if flush:
+    def _transaction(self, producer: KafkaProducer,
+                     sends: Callable[[], list[FutureRecordMetadata]]) -> list[RecordMetadata]:
+        """Make the sends in one transaction and commit it; where each landed (every send
+        confirmed). :class:`ReplayFenced` when a newer replay of this group fenced this one."""
+        try:
+            producer.begin_transaction()
+            futures = sends()
             producer.flush()
-            future.get()
-        return future
+            landed = [f.get() for f in futures]
+            producer.commit_transaction()
+        except KafkaError as err:
+            # kafka-python raises ProducerFencedError for a rejected send or commit, and a
+            # KafkaError naming it for any later transactional call after one.
+            if isinstance(err, ProducerFencedError) or ProducerFencedError.__name__ in str(err):
+                raise ReplayFenced(
+                    f"another replay of group {self.group!r} started after this one and "
+                    "fenced it off; this run stopped (the other one carries on)") from err
+            raise
+        return landed
+
+    def _send_log(self, producer: KafkaProducer, key: str, value: dict[str, Any]
+                  ) -> FutureRecordMetadata:
+        return producer.send(self.ledger.topic, key=f"{self.group}|{key}".encode(),
+                             value=json.dumps(value).encode(), partition=0)
+
+    def _log(self, producer: KafkaProducer, key: str, value: dict[str, Any]) -> RecordMetadata:
+        """Write one ledger record (its own transaction); where it landed."""
+        return self._transaction(producer, lambda: [self._send_log(producer, key, value)])[0]
 
     def _fence(self, producer: KafkaProducer) -> int:
         """Write a fence record to the ledger; the offset after it, up to which a read of the
         ledger is then complete (an end from ListOffsets can lag, and an empty poll proves
         nothing before the first fetch has answered)."""
-        future = producer.send(self.ledger.topic, key=f"{self.group}|fence".encode(),
-                               value=b"{}", partition=0)
-        producer.flush()
-        return int(future.get().offset) + 1
+        return int(self._log(producer, "fence", {}).offset) + 1
 
     def _read_ledger(self, reader: KafkaConsumer, end: int) -> _Ledger:
         ledger = _Ledger()

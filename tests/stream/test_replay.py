@@ -4,6 +4,7 @@ back once, crash or not, and the pipeline applies it once; what still fails stay
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from features.store import FeatureAccess
 from stream import failpoints, replay
 from stream.events import Event, EventType
 from stream.kafka import make_consumer, make_producer
-from stream.replay import REPLAY_GROUP, REPLAY_SOURCE, Replayer
+from stream.replay import REPLAY_GROUP, REPLAY_SOURCE, Replayer, ReplayFenced
 from stream.settings import StreamSettings
 from stream.topicread import read_range
 from tests.stream.conftest import assert_exact, read_dlq, run_to_end, verify
@@ -129,6 +130,48 @@ def test_a_replay_crashing_anywhere_sends_each_event_once(
     sent = _replays_by_source(relaxed)
     assert len(sent) == 9 and set(sent.values()) == {1}
     assert Replayer(relaxed).run().already == 9
+    run_to_end(relaxed, "relaxed")
+    assert_exact(verify(relaxed))
+
+
+def test_a_newer_replay_fences_off_an_older_one_still_running(
+    strict: StreamSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first run pauses after its first intent (its sends not made yet); a second run
+    fences it, recovers that intent (nothing landed) and sends every letter; the first,
+    resumed, is refused by the broker: each event went back once (twice without the fence)."""
+    monkeypatch.setattr(replay, "CHUNK", 2)
+    _produce_with_clock_ahead(strict, n_ahead=4)
+    run_to_end(strict, "strict")
+    relaxed = strict.model_copy(update={"max_future_skew_s": 290.0})
+    paused, resume = threading.Event(), threading.Event()
+
+    def hold(name: str) -> None:
+        if name == "replay_after_intent" and threading.current_thread().name == "older":
+            paused.set()
+            resume.wait(60)
+
+    monkeypatch.setattr(replay, "failpoint", hold)
+    errors: list[Exception] = []
+
+    def older() -> None:
+        try:
+            Replayer(relaxed).run()
+        except Exception as exc:  # handed to the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=older, name="older")
+    thread.start()
+    try:
+        assert paused.wait(60), "the older run never reached its first intent"
+        newer = Replayer(relaxed).run()
+    finally:
+        resume.set()
+        thread.join(60)
+    assert len(newer.replayed) == 4 and newer.recovered == 0
+    assert len(errors) == 1 and isinstance(errors[0], ReplayFenced), errors
+    sent = _replays_by_source(relaxed)
+    assert len(sent) == 4 and set(sent.values()) == {1}, sent
     run_to_end(relaxed, "relaxed")
     assert_exact(verify(relaxed))
 
