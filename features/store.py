@@ -11,6 +11,7 @@ FeatureService. Both go through this module so that the row layout lives in one 
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,23 @@ from features import definitions
 
 REPO_DIR = Path(__file__).resolve().parent
 _TICK = timedelta(microseconds=1)
+
+
+def _store_errors() -> tuple[type[Exception], ...]:
+    """What the online stores raise when they cannot be reached or written."""
+    errors: list[type[Exception]] = [sqlite3.Error, OSError]
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:  # the client comes with feast[redis]
+        pass
+    else:
+        errors.append(RedisError)
+    return tuple(errors)
+
+
+# A failed read or write of the online store (the SQLite file locked or unwritable, Redis
+# unreachable): the stream consumer rewinds and retries its batch on these.
+STORE_ERRORS = _store_errors()
 
 
 class FeastConfig(BaseModel):

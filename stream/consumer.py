@@ -31,7 +31,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from tenacity import retry, stop_after_attempt, wait_exponential
 
-from features.store import FeatureAccess, UserSequence
+from features.store import STORE_ERRORS, FeatureAccess, UserSequence
 from stream import metrics
 from stream.dlq import DeadLetter, validate
 from stream.events import EventRow, EventType, InvalidEvent
@@ -44,6 +44,9 @@ from stream.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 _FRESHNESS_MAX_S = 3600.0  # older events are replays of history, not freshness
+# Pause after a batch whose Feast write failed, doubled at each failure in a row up to the
+# maximum: short enough that poll, batch, retries and pause stay within max_poll_interval_ms.
+STORE_BACKOFF_S, STORE_BACKOFF_MAX_S = 0.25, 2.0
 
 
 _frozen = False
@@ -109,6 +112,10 @@ class _Abandoned(Exception):
     """The group may have moved this batch's partitions on: the rest is not written."""
 
 
+class _StoreFailed(Exception):
+    """The online store failed the batch's read, or its write after the retries."""
+
+
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, owner: StreamConsumer) -> None:
         self.owner = owner
@@ -153,6 +160,7 @@ class StreamConsumer:
         self.keep_freshness = False
         self.last_batch_seconds = 0.0
         self.phase_seconds: dict[str, float] = {}  # batches with records, by phase
+        self._backoff_s = STORE_BACKOFF_S
         freeze_startup_heap()
 
     # -- one micro-batch ------------------------------------------------------------------
@@ -177,7 +185,11 @@ class StreamConsumer:
                 parsed.append((tp.partition, rec, self._validate(tp.partition, rec, batch)))
             batch.commits[tp] = OffsetAndMetadata(recs[-1].offset + 1, "", -1)
         batch.lap("validate")
-        self._load_users(parsed)
+        try:
+            self._load_users(parsed)
+        except STORE_ERRORS as err:
+            self._store_failed(polled, _StoreFailed(repr(err)), "read")
+            return 0
         batch.lap("feast_read")
         wall = time.monotonic()
         for tp in polled:
@@ -192,6 +204,9 @@ class StreamConsumer:
             self._write(batch)
         except _Abandoned as stage:
             self._abandon(polled, str(stage))
+            return 0
+        except _StoreFailed as failed:
+            self._store_failed(polled, failed, "write")
             return 0
         finally:
             self._account(batch)
@@ -304,9 +319,13 @@ class StreamConsumer:
         self.samples.emit(batch.samples, joins)
         batch.lap("kafka_write")
         self._fence("feast")
-        self._write_sequences(batch.changed)
-        done = time.time()  # the new sequences are readable from here on
-        self._write_items(batch.items)
+        try:
+            self._write_sequences(batch.changed)
+            done = time.time()  # the new sequences are readable from here on
+            self._write_items(batch.items)
+        except STORE_ERRORS as err:
+            raise _StoreFailed(repr(err)) from err
+        self._backoff_s = STORE_BACKOFF_S
         metrics.FEAST_WRITE.observe(batch.lap("feast_write"))
         for ts_ms in batch.clicks_ts_ms:
             age = done - ts_ms / 1000.0
@@ -340,6 +359,25 @@ class StreamConsumer:
                     "moved its partitions on; it is replayed",
                     sum(map(len, polled.values())), stage)
         metrics.ABANDONED.labels(stage).inc()
+        self._rewind(polled)
+
+    def _store_failed(self, polled: dict[TopicPartition, list[ConsumerRecord]],
+                      failed: _StoreFailed, op: str) -> None:
+        """A Feast read, or the write after its retries, failed (the store down or locked):
+        count it, rewind as for an abandoned batch (what reached Kafka and Feast before the
+        failure is skipped on the replay by the same rules as after a crash: docs/stream.md),
+        pause, and let the next poll replay the batch. The service keeps running through an
+        outage of the store; the lag grows meanwhile."""
+        log.error("the Feast online %s failed (%s): batch of %d records rewound, retried in "
+                  "%.2f s", op, failed, sum(map(len, polled.values())), self._backoff_s)
+        metrics.STORE_FAILURES.labels(op).inc()
+        self._rewind(polled)
+        time.sleep(self._backoff_s)
+        self._backoff_s = min(2 * self._backoff_s, STORE_BACKOFF_MAX_S)
+
+    def _rewind(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Drop the polled partitions' state (rebuilt as after an assignment) and seek the
+        ones still owned back to the batch's first records."""
         owned = self.consumer.assignment()
         for tp, recs in polled.items():
             if tp.partition in self._parts:

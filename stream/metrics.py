@@ -78,6 +78,12 @@ ABANDONED = Counter(
     "Micro-batches dropped before a write because the group may have moved the partitions on",
     ["stage"],
 )
+STORE_FAILURES = Counter(
+    "recstream_stream_store_failures_total",
+    "Micro-batches whose Feast online read, or write after its retries, failed (op): "
+    "rewound and retried",
+    ["op"],
+)
 
 CACHED_USERS = Gauge(
     "recstream_stream_cached_users",

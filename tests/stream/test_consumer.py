@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sqlite3
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -240,3 +241,39 @@ def test_a_member_that_may_have_lost_its_partitions_drops_and_replays_its_batch(
     finally:
         consumer.close()
     assert_exact(verify(settings))
+
+
+def test_an_online_store_outage_rewinds_and_replays_the_batch_without_stopping(
+        settings: StreamSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The online store fails a read once, then writes 7 times in a row (past the 5 tries of
+    one batch's write): the consumer rewinds, pauses and replays each such batch itself
+    (before, the error ended the service), and the end result equals the offline
+    recomputation; each failed batch is counted."""
+    settings.kafka.max_poll_records = 200
+    produce(events_from_frame(generate(1500, WORLD), id_prefix="o"), settings.kafka)
+    consumer = StreamConsumer(settings, client_id="outage")
+    left = {"read": 1, "write": 7}
+
+    def failing(op: str, real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if left[op] > 0:
+                left[op] -= 1
+                raise sqlite3.OperationalError("database is locked")
+            return real(*args, **kwargs)
+        return call
+
+    features = consumer.features
+    monkeypatch.setattr(features, "read_sequences", failing("read", features.read_sequences))
+    monkeypatch.setattr(features, "write_sequences", failing("write", features.write_sequences))
+    before = {op: _store_failures(op) for op in left}
+    try:
+        drain([consumer], settings)
+    finally:
+        consumer.close()
+    assert left == {"read": 0, "write": 0}
+    assert {op: _store_failures(op) - before[op] for op in left} == {"read": 1, "write": 1}
+    assert_exact(verify(settings))
+
+
+def _store_failures(op: str) -> float:
+    return REGISTRY.get_sample_value("recstream_stream_store_failures_total", {"op": op}) or 0.0
