@@ -39,7 +39,7 @@ from feast.infra.online_stores.sqlite import SqliteOnlineStore
 from bench import write_result
 from features.store import FeastConfig, FeatureAccess, UserSequence, apply_definitions, open_store
 from infra.stack import redis_up
-from stream.consumer import freeze_startup_heap
+from stream.gcfreeze import freeze_startup_heap
 
 TURNS = 3
 

@@ -11,19 +11,16 @@ the batch's clicks are applied to the cached sequences of their users, labelled 
 are derived (:mod:`stream.samples`), then in this order: DLQ records, samples and the
 join-state changelog are flushed to Kafka (each send confirmed), the changed sequences and
 item categories are written to the Feast online store (one write each), and the offsets are
-committed (asynchronously). A crash between any two steps is repaired on restart by the skip rules
-of docs/stream.md.
+committed (asynchronously). A crash between any two steps is repaired on restart by the skip
+rules of docs/stream.md. A batch whose partitions the group may have moved on, or whose Feast
+read or write fails, is rewound and replayed by the same rules without a restart.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -33,9 +30,11 @@ from tenacity import retry, stop_after_attempt, wait_exponential
 
 from features.store import STORE_ERRORS, FeatureAccess, UserSequence
 from stream import metrics
+from stream.batch import Batch, PartitionState
 from stream.dlq import DeadLetter, validate
 from stream.events import EventRow, EventType, InvalidEvent
 from stream.failpoints import failpoint
+from stream.gcfreeze import freeze_startup_heap
 from stream.kafka import make_consumer, make_producer, may_have_lost_membership
 from stream.samplelog import SampleLog
 from stream.samples import JoinState, Sample
@@ -47,65 +46,6 @@ _FRESHNESS_MAX_S = 3600.0  # older events are replays of history, not freshness
 # Pause after a batch whose Feast write failed, doubled at each failure in a row up to the
 # maximum: short enough that poll, batch, retries and pause stay within max_poll_interval_ms.
 STORE_BACKOFF_S, STORE_BACKOFF_MAX_S = 0.25, 2.0
-
-
-_frozen = False
-FULL_GC_EVERY = 100  # middle-generation passes between full ones (CPython's default: 10)
-
-
-def freeze_startup_heap() -> None:
-    """Move what start-up allocated out of the cyclic GC's reach, and make full collections
-    rarer (``FULL_GC_EVERY``), once per process.
-
-    Everything allocated by then (Feast, pandas, pyarrow, kafka-python: ~300k objects) lives
-    as long as the process; full GC passes over it took ~270 ms and were the worst freshness
-    outliers. Garbage is collected first so that no dead cycle is frozen (kept forever).
-    """
-    global _frozen
-    if not _frozen:
-        gc.collect()
-        gc.freeze()
-        # Full collections only every FULL_GC_EVERY middle-generation passes instead of 10.
-        # What is not frozen is the consumer's own state (caches, join entries, a batch's
-        # samples): a full pass over it took 12-14 ms, twice in the benchmark's 28k events
-        # (~0.9 µs an event, half of all GC time); the consumer's garbage is acyclic almost
-        # all of it, freed by reference counts, so rarer passes hold little memory longer.
-        young, middle, _ = gc.get_threshold()
-        gc.set_threshold(young, middle, FULL_GC_EVERY)
-        _frozen = True
-
-
-@dataclass
-class _Partition:
-    """What this consumer holds for one assigned partition."""
-
-    users: dict[int, UserSequence] = field(default_factory=dict)
-    join: JoinState | None = None  # None until restored after the assignment
-    last_event_wall: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class _Batch:
-    """The effects of one micro-batch, written out together."""
-
-    changed: dict[int, UserSequence] = field(default_factory=dict)
-    items: dict[int, int] = field(default_factory=dict)
-    clicks_ts_ms: list[int] = field(default_factory=list)
-    samples: list[Sample] = field(default_factory=list)
-    touched: set[int] = field(default_factory=set)
-    ok: Counter[tuple[EventType, str]] = field(default_factory=Counter)  # (type, outcome)
-    dead: dict[int, list[Any]] = field(default_factory=dict)  # DLQ send futures by partition
-    commits: dict[TopicPartition, OffsetAndMetadata] = field(default_factory=dict)
-    phases: dict[str, float] = field(default_factory=dict)  # seconds by phase
-    lap_at: float = field(default_factory=time.perf_counter)
-
-    def lap(self, phase: str) -> float:
-        """Charge the time since the last lap to ``phase``; return it (seconds)."""
-        now = time.perf_counter()
-        seconds = now - self.lap_at
-        self.phases[phase] = self.phases.get(phase, 0.0) + seconds
-        self.lap_at = now
-        return seconds
 
 
 class _Abandoned(Exception):
@@ -130,7 +70,7 @@ class _Listener(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
-            self.owner._parts[tp.partition] = _Partition()
+            self.owner._parts[tp.partition] = PartitionState()
         log.info("assigned %s", sorted(tp.partition for tp in assigned))
 
 
@@ -142,7 +82,7 @@ class StreamConsumer:
         self.cfg = settings.kafka
         self.topic = self.cfg.topics.events
         self.client_id = client_id or "recstream-stream"
-        self._parts: dict[int, _Partition] = {}
+        self._parts: dict[int, PartitionState] = {}
         self._known_items: dict[int, int] = {}
         self._done: dict[TopicPartition, OffsetAndMetadata] = {}  # last offsets committed
         self.features = FeatureAccess.open(settings.feast)
@@ -167,7 +107,7 @@ class StreamConsumer:
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Process one micro-batch; return the number of messages processed (0 when the
         batch was abandoned, to be replayed: see ``_abandon``)."""
-        batch = _Batch()
+        batch = Batch()
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.cfg.max_poll_records)
         batch.lap("poll")
         self._restore_assigned()
@@ -219,7 +159,7 @@ class StreamConsumer:
         self._update_lag()
         return n
 
-    def _validate(self, partition: int, rec: ConsumerRecord, batch: _Batch) -> EventRow | None:
+    def _validate(self, partition: int, rec: ConsumerRecord, batch: Batch) -> EventRow | None:
         join = self._parts[partition].join
         # A letter found by the restore stays the verdict even if the message would pass now
         # (a future timestamp that is no longer in the future).
@@ -242,7 +182,7 @@ class StreamConsumer:
         return None
 
     @staticmethod
-    def _replayed_dead(partition: int, batch: _Batch) -> None:
+    def _replayed_dead(partition: int, batch: Batch) -> None:
         """An invalid message an earlier run (whose commit did not land) dead-lettered."""
         batch.touched.add(partition)
         metrics.EVENTS.labels("unknown", "replayed").inc()
@@ -268,7 +208,7 @@ class StreamConsumer:
         for p, user in missing:
             self._parts[p].users[user] = found.get(user) or UserSequence()
 
-    def _apply(self, partition: int, offset: int, event: EventRow, batch: _Batch) -> None:
+    def _apply(self, partition: int, offset: int, event: EventRow, batch: Batch) -> None:
         part = self._parts[partition]
         seq = part.users[event.user_id]
         if self._known_items.get(event.item_id) != event.category_id:
@@ -304,7 +244,7 @@ class StreamConsumer:
         """User sequences held in the cache now."""
         return sum(len(part.users) for part in self._parts.values())
 
-    def _write(self, batch: _Batch) -> None:
+    def _write(self, batch: Batch) -> None:
         """DLQ, then samples + changelog to Kafka, then Feast, then the commit (this order).
 
         Every send is confirmed (``get`` raises on a failed one) before anything that
@@ -340,7 +280,7 @@ class StreamConsumer:
         batch.lap("commit")
         failpoint("after_commit")
 
-    def _account(self, batch: _Batch) -> None:
+    def _account(self, batch: Batch) -> None:
         """Add the batch's time by phase to the metric and to ``phase_seconds``."""
         for phase, seconds in batch.phases.items():
             metrics.PHASE_SECONDS.labels(phase).inc(seconds)
@@ -381,7 +321,7 @@ class StreamConsumer:
         owned = self.consumer.assignment()
         for tp, recs in polled.items():
             if tp.partition in self._parts:
-                self._parts[tp.partition] = _Partition()
+                self._parts[tp.partition] = PartitionState()
             if tp in owned:
                 self.consumer.seek(tp, recs[0].offset)
 

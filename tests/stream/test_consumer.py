@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import sqlite3
 import threading
 import time
@@ -12,7 +11,6 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from stream import consumer as consumer_module
 from stream.consumer import StreamConsumer
 from stream.events import Event, EventType
 from stream.kafka import make_producer
@@ -188,23 +186,6 @@ def test_sample_history_never_holds_its_own_or_a_later_event(settings: StreamSet
             # Some click of that item by that user came earlier in the partition.
             assert any(p == s["source_partition"] and o < s["source_offset"]
                        for p, o in clicks[(s["user_id"], item)])
-
-
-def test_the_startup_heap_is_frozen_once_and_without_garbage(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Dead cycles are collected before the freeze (a frozen one would live forever), full
-    collections become rarer, and a second consumer in the process does neither again."""
-    monkeypatch.setattr(consumer_module, "_frozen", False)
-    calls: list[str] = []
-    monkeypatch.setattr(gc, "collect", lambda *a: calls.append("collect") or 0)
-    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
-    monkeypatch.setattr(gc, "set_threshold", lambda *t: calls.append(f"threshold {t}"))
-    young, middle, _ = gc.get_threshold()
-    consumer_module.freeze_startup_heap()
-    consumer_module.freeze_startup_heap()
-    full = consumer_module.FULL_GC_EVERY
-    assert calls == ["collect", "freeze", f"threshold {(young, middle, full)}"]
 
 
 def test_a_member_that_may_have_lost_its_partitions_drops_and_replays_its_batch(
