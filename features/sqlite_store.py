@@ -1,7 +1,8 @@
 """Feast's SQLite online store with one ``executemany`` a write instead of a statement a row.
 
 Selected in ``feature_store.yaml`` (``type: features.sqlite_store.BatchedSqliteOnlineStore``);
-everything but ``online_write_batch`` is Feast's own ``SqliteOnlineStore``: the same tables,
+everything but ``online_write_batch`` (and a busy timeout of 0.5 s instead of 5 s on the
+connection) is Feast's own ``SqliteOnlineStore``: the same tables,
 the same rows, read by Feast's ``online_read`` and ``get_online_features`` as before.
 
 Why: Feast 0.67 writes a feature row (entity, feature) with its own ``execute`` and runs, for
@@ -63,10 +64,23 @@ class BatchedSqliteOnlineStore(SqliteOnlineStore):
     """``SqliteOnlineStore`` whose writes are one ``executemany`` (see module docstring)."""
 
     _KEYS_MAX = 1 << 18  # serialised entity keys kept (~230 B each: ~60 MB); then afresh
+    # How long a statement waits for another writer's lock before it fails (sqlite3's
+    # default, which Feast keeps, is 5 s): a consumer retries a failed write a few times
+    # and must stay well within its poll interval (6 s), and a batch's write takes 10-50 ms.
+    BUSY_TIMEOUT_MS = 500
 
     def __init__(self) -> None:
         super().__init__()
         self._keys: dict[tuple[int, bytes], bytes] = {}
+        self._tuned: sqlite3.Connection | None = None
+
+    def _get_conn(self, config: RepoConfig) -> sqlite3.Connection:
+        """Feast's connection, with the busy timeout above."""
+        conn: sqlite3.Connection = super()._get_conn(config)
+        if conn is not self._tuned:
+            conn.execute(f"PRAGMA busy_timeout = {self.BUSY_TIMEOUT_MS}")
+            self._tuned = conn
+        return conn
 
     def _entity_key(self, entity_key: EntityKeyProto, version: int) -> bytes:
         """Feast's serialisation of ``entity_key``, kept: the same users come back each batch

@@ -31,19 +31,21 @@ _TICK = timedelta(microseconds=1)
 
 
 def _store_errors() -> tuple[type[Exception], ...]:
-    """What the online stores raise when they cannot be reached or written."""
-    errors: list[type[Exception]] = [sqlite3.Error, OSError]
+    """What the online stores raise when they cannot be reached or written for now (not a
+    missing file or a refused permission: those need a person, and a restart says so)."""
+    errors: list[type[Exception]] = [sqlite3.OperationalError, ConnectionError, TimeoutError]
     try:
-        from redis.exceptions import RedisError
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
     except ImportError:  # the client comes with feast[redis]
         pass
     else:
-        errors.append(RedisError)
+        errors += [RedisConnectionError, RedisTimeoutError]
     return tuple(errors)
 
 
-# A failed read or write of the online store (the SQLite file locked or unwritable, Redis
-# unreachable): the stream consumer rewinds and retries its batch on these.
+# A read or write of the online store that failed for now (the SQLite file locked by another
+# writer, Redis unreachable or slow): the stream consumer rewinds and retries its batch.
 STORE_ERRORS = _store_errors()
 
 

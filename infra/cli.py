@@ -126,11 +126,11 @@ def _dlq(args: argparse.Namespace) -> int:
 def _dlq_replay(args: argparse.Namespace, settings: StreamSettings) -> int:
     from rich.table import Table
 
-    from stream.replay import Replayer, ReplayFenced
+    from stream.replay import Replayer, ReplayError
 
     try:
         report = Replayer(settings).run(dry_run=args.dry_run)
-    except ReplayFenced as exc:
+    except ReplayError as exc:
         console.print(f"[red]dlq replay: {exc}[/red]")
         return 1
     verb = "would replay" if args.dry_run else "replayed"

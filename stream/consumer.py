@@ -26,7 +26,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
-from tenacity import retry, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from features.store import STORE_ERRORS, FeatureAccess, UserSequence
 from stream import metrics
@@ -43,9 +43,11 @@ from stream.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 _FRESHNESS_MAX_S = 3600.0  # older events are replays of history, not freshness
-# Pause after a batch whose Feast write failed, doubled at each failure in a row up to the
-# maximum: short enough that poll, batch, retries and pause stay within max_poll_interval_ms.
+# Pause after a batch whose Feast read or write failed, doubled at each failure in a row up
+# to the maximum: short enough that poll, batch, retries and pause stay within
+# max_poll_interval_ms.
 STORE_BACKOFF_S, STORE_BACKOFF_MAX_S = 0.25, 2.0
+WRITE_TRIES = 5  # tries of a batch's Feast write, each after a membership check
 
 
 class _Abandoned(Exception):
@@ -128,6 +130,7 @@ class StreamConsumer:
         try:
             self._load_users(parsed)
         except STORE_ERRORS as err:
+            self._account(batch)
             self._store_failed(polled, _StoreFailed(repr(err)), "read")
             return 0
         batch.lap("feast_read")
@@ -258,13 +261,7 @@ class StreamConsumer:
             self.samples.confirm_dead(batch.dead, joins)
         self.samples.emit(batch.samples, joins)
         batch.lap("kafka_write")
-        self._fence("feast")
-        try:
-            self._write_sequences(batch.changed)
-            done = time.time()  # the new sequences are readable from here on
-            self._write_items(batch.items)
-        except STORE_ERRORS as err:
-            raise _StoreFailed(repr(err)) from err
+        done = self._write_features(batch)
         self._backoff_s = STORE_BACKOFF_S
         metrics.FEAST_WRITE.observe(batch.lap("feast_write"))
         for ts_ms in batch.clicks_ts_ms:
@@ -311,13 +308,19 @@ class StreamConsumer:
         log.error("the Feast online %s failed (%s): batch of %d records rewound, retried in "
                   "%.2f s", op, failed, sum(map(len, polled.values())), self._backoff_s)
         metrics.STORE_FAILURES.labels(op).inc()
+        self._known_items.clear()  # a store that lost its data (Redis restarted) gets them again
         self._rewind(polled)
         time.sleep(self._backoff_s)
         self._backoff_s = min(2 * self._backoff_s, STORE_BACKOFF_MAX_S)
 
     def _rewind(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Drop the polled partitions' state (rebuilt as after an assignment) and seek the
-        ones still owned back to the batch's first records."""
+        ones still owned back to the batch's first records.
+
+        First every send of the batch is settled (dead letters are sent during validation):
+        one still in flight could land after the restore has looked for it on the DLQ, and
+        the replayed message would be dead-lettered twice."""
+        self.producer.flush()
         owned = self.consumer.assignment()
         for tp, recs in polled.items():
             if tp.partition in self._parts:
@@ -325,13 +328,25 @@ class StreamConsumer:
             if tp in owned:
                 self.consumer.seek(tp, recs[0].offset)
 
-    @retry(stop=stop_after_attempt(5), wait=wait_exponential(0.05, max=2), reraise=True)
-    def _write_sequences(self, changed: dict[int, UserSequence]) -> None:
-        self.features.write_sequences(changed)
-
-    @retry(stop=stop_after_attempt(5), wait=wait_exponential(0.05, max=2), reraise=True)
-    def _write_items(self, items: dict[int, int]) -> None:
-        self.features.write_items(items)
+    def _write_features(self, batch: Batch) -> float:
+        """Write the batch's sequences and item categories to Feast; return the time the
+        sequences became readable. Up to ``WRITE_TRIES`` tries with backoff, each after a
+        membership check (a try after the group may have moved the partitions on could
+        overwrite the new owner's rows: ``_Abandoned``); ``_StoreFailed`` after the last."""
+        tries = Retrying(stop=stop_after_attempt(WRITE_TRIES), reraise=True,
+                         wait=wait_exponential(0.05, max=2),
+                         retry=retry_if_exception_type(STORE_ERRORS),
+                         before=lambda _: self._fence("feast"))
+        done = 0.0
+        try:
+            for attempt in tries:
+                with attempt:
+                    self.features.write_sequences(batch.changed)
+                    done = time.time()  # the new sequences are readable from here on
+                    self.features.write_items(batch.items)
+        except STORE_ERRORS as err:
+            raise _StoreFailed(repr(err)) from err
+        return done
 
     def _commit(self, commits: dict[TopicPartition, OffsetAndMetadata]) -> None:
         """Commit asynchronously: the batch is already written, so a commit that is lost
@@ -363,10 +378,16 @@ class StreamConsumer:
 
     # -- assignment, idleness, lag -----------------------------------------------------------
     def _restore_assigned(self) -> None:
+        """Restore the join state of newly assigned (or rewound) partitions, and take the
+        group's committed offset of a new one as this member's last commit (so that
+        ``_commit_skipped`` also moves a commit left on a transaction marker)."""
         for partition, part in self._parts.items():
             if part.join is None:
                 part.join = self.samples.restore(partition)
                 metrics.RESTORES.inc()
+                tp = TopicPartition(self.topic, partition)
+                if tp not in self._done and (at := self.consumer.committed(tp)) is not None:
+                    self._done[tp] = OffsetAndMetadata(int(at), "", -1)
 
     def _idle_flush(self) -> None:
         """Close the windows of caught-up partitions idle for a whole window of wall time."""

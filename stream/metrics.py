@@ -84,6 +84,8 @@ STORE_FAILURES = Counter(
     "rewound and retried",
     ["op"],
 )
+for _op in ("read", "write"):  # exported at 0 from the start: a first failure is an increase
+    STORE_FAILURES.labels(_op)
 
 CACHED_USERS = Gauge(
     "recstream_stream_cached_users",

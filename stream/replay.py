@@ -26,22 +26,18 @@ itself a replay that the consumer rejected again (``bounced``: the replay ran wi
 settings than the service) is replayed like any other, once per such letter: every replay
 of an event but the last was rejected, so the event is still applied at most once. One
 replay runs at a time per group: its producer is transactional, with the id
-``recstream-dlq-replay-{group}`` (:func:`transactional_id`), and every write is part of a
-transaction. A run's ``init_transactions`` fences off every earlier producer of that id:
-from then on the broker rejects their writes (``ProducerFencedError``), so a replay still
-running stops with :class:`ReplayFenced` instead of sending what the newer run sends too, and
-the bytes of a killed run that reach the broker late are rejected rather than landing after
-the newer run's recovery scan. The fence comes before the newer run reads the ledger and
-scans, so whatever the older run got written is seen there. The consumer reads the events
-topic ``read_uncommitted`` (kafka-python's default), as do the ledger read and the scan: a
-replay in a transaction aborted by the fence (real Kafka aborts it; Tansu leaves it) is still
-applied by the consumer and recorded by the scan; a ``read_committed`` reader of the events
-topic would not see it. On a cluster with ACLs the replay needs WRITE on that
-transactional id.
+``recstream-dlq-replay-{group}`` (:func:`transactional_id`), and every write is a transaction
+of its own. A run's ``init_transactions`` fences off every earlier producer of that id: the
+broker rejects their later writes, so a replay still running stops with
+:class:`ReplayFenced` instead of sending what the newer run sends too (and a killed run's
+bytes that arrive late are rejected). The fence comes before the newer run reads the ledger
+and scans, so whatever the older run got written is seen there. Everything reads
+``read_uncommitted``; the cluster must offer transactions. docs/dlq.md has the details.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -52,7 +48,13 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, ProducerFencedError, TopicAlreadyExistsError
+from kafka.errors import (
+    InvalidProducerEpochError,
+    KafkaError,
+    KafkaTimeoutError,
+    ProducerFencedError,
+    TopicAlreadyExistsError,
+)
 from kafka.producer.future import FutureRecordMetadata, RecordMetadata
 
 from stream.dlq import StoredLetter, read_letters, validate
@@ -77,8 +79,15 @@ def transactional_id(settings: StreamSettings) -> str:
     return f"recstream-dlq-replay-{settings.group_id}"
 
 
-class ReplayFenced(RuntimeError):
+class ReplayError(RuntimeError):
+    """A replay that cannot go on; the message says why (the CLI prints it)."""
+
+
+class ReplayFenced(ReplayError):
     """A newer replay of the same group fenced this one off; this run wrote nothing more."""
+
+
+_FENCED = (ProducerFencedError, InvalidProducerEpochError)
 
 
 def _pos(text: str) -> Pos:
@@ -130,7 +139,7 @@ class Replayer:
         report = ReplayReport()
         try:
             if producer is not None:
-                producer.init_transactions()
+                self._init_transactions(producer)
             ledger = _Ledger()
             if exists:
                 end = (self._fence(producer) if producer is not None
@@ -249,14 +258,30 @@ class Replayer:
             landed = [f.get() for f in futures]
             producer.commit_transaction()
         except KafkaError as err:
-            # kafka-python raises ProducerFencedError for a rejected send or commit, and a
-            # KafkaError naming it for any later transactional call after one.
-            if isinstance(err, ProducerFencedError) or ProducerFencedError.__name__ in str(err):
+            # A fence shows as ProducerFencedError on a send, the commit or adding a
+            # partition to the transaction (Tansu, and Kafka between transactions), as
+            # InvalidProducerEpochError on a send of a transaction the fence aborted (Kafka),
+            # and, on any later transactional call, as a KafkaError naming the first.
+            if isinstance(err, _FENCED) or any(e.__name__ in str(err) for e in _FENCED):
                 raise ReplayFenced(
-                    f"another replay of group {self.group!r} started after this one and "
-                    "fenced it off; this run stopped (the other one carries on)") from err
+                    f"this replay of group {self.group!r} was fenced off: another replay of "
+                    "the group started after it (or this run's transaction outlived "
+                    "transaction_timeout_ms); this run stopped") from err
+            with contextlib.suppress(KafkaError):  # else it stays open until its timeout,
+                producer.abort_transaction()  # holding read_committed readers back
             raise
         return landed
+
+    def _init_transactions(self, producer: KafkaProducer) -> None:
+        """Take the replay's transactional id, fencing off older holders (module docstring)."""
+        try:
+            producer.init_transactions()
+        except KafkaTimeoutError as err:
+            raise ReplayError(
+                f"the broker did not set up transactions for {transactional_id(self.settings)}"
+                " in time: the replay needs them. On a cluster of fewer than 3 brokers, set "
+                "transaction.state.log.replication.factor and transaction.state.log.min.isr "
+                "to what it has") from err
 
     def _send_log(self, producer: KafkaProducer, key: str, value: dict[str, Any]
                   ) -> FutureRecordMetadata:

@@ -98,8 +98,9 @@ def test_item_category_changes_land_after_a_writer_with_a_clock_ahead(
 def test_an_unusable_online_store_raises_one_of_the_store_errors(kind: str,
                                                                  tmp_path: Path) -> None:
     """What the stream consumer rewinds and retries on (``STORE_ERRORS``) covers what each
-    store raises when it cannot be written: the SQLite file locked by another writer, Redis
-    refusing the connection (after ~5.5 s of the client's own retries)."""
+    store raises when it cannot be written: the SQLite file locked by another writer (after
+    the store's busy timeout of 0.5 s), Redis refusing the connection (after ~5.5 s of the
+    client's own retries)."""
     cfg = FeastConfig(data_dir=tmp_path / "feast", online_store=kind,
                       redis_connection_string="127.0.0.1:1", project=f"t{uuid.uuid4().hex[:10]}")
     store = open_store(cfg)
@@ -109,7 +110,8 @@ def test_an_unusable_online_store_raises_one_of_the_store_errors(kind: str,
         access.write_sequences({1: UserSequence(item_ids=[1], cat_ids=[1], ts_ms=[1])})
         other = sqlite3.connect(store.config.online_store.path, timeout=0)
         other.execute("BEGIN EXCLUSIVE")  # another writer holds the file
-        # Wait 50 ms for the lock rather than sqlite3's default 5 s.
-        store.provider.online_store._get_conn(store.config).execute("PRAGMA busy_timeout = 50")
+        # The store waits 0.5 s for another writer's lock, not sqlite3's default 5 s.
+        conn = store.provider.online_store._get_conn(store.config)
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 500
     with pytest.raises(STORE_ERRORS):
         access.write_sequences({2: UserSequence(item_ids=[2], cat_ids=[2], ts_ms=[2])})

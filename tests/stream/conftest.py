@@ -34,7 +34,7 @@ def settings(kafka_cfg: KafkaConfig, feast_cfg: FeastConfig) -> StreamSettings:
                           metrics_port=0, attribution_window_s=WINDOW_S, max_history=MAX_HISTORY)
 
 
-def _committed(s: StreamSettings) -> list[tuple[int, int]]:
+def committed_offsets(s: StreamSettings) -> list[tuple[int, int]]:
     """(committed offset or 0, end offset) of every events partition for the group."""
     from kafka import TopicPartition
 
@@ -50,13 +50,13 @@ def _committed(s: StreamSettings) -> list[tuple[int, int]]:
 def committed_all(s: StreamSettings) -> bool:
     """True when the group's committed offsets reach the end of every events partition (False
     while the probe knows no partition: a metadata fetch that failed must not read as done)."""
-    pairs = _committed(s)
+    pairs = committed_offsets(s)
     return bool(pairs) and all(done >= end for done, end in pairs)
 
 
 def committed_any(s: StreamSettings) -> bool:
     """True when the group has committed an offset past 0 on some events partition."""
-    return any(done > 0 for done, _ in _committed(s))
+    return any(done > 0 for done, _ in committed_offsets(s))
 
 
 def failed_send(topic: str) -> FutureRecordMetadata:

@@ -19,7 +19,13 @@ from stream.recompute import read_topic
 from stream.samples import decode_batch
 from stream.settings import StreamSettings
 from stream.synthetic import SyntheticConfig, generate
-from tests.stream.conftest import assert_exact, drain, verify
+from tests.stream.conftest import (
+    assert_exact,
+    committed_all,
+    committed_offsets,
+    drain,
+    verify,
+)
 
 WORLD = SyntheticConfig(n_users=60, seconds_between_events=0.2)
 
@@ -258,3 +264,72 @@ def test_an_online_store_outage_rewinds_and_replays_the_batch_without_stopping(
 
 def _store_failures(op: str) -> float:
     return REGISTRY.get_sample_value("recstream_stream_store_failures_total", {"op": op}) or 0.0
+
+
+def test_a_feast_write_retried_after_the_group_may_have_moved_on_is_abandoned(
+        settings: StreamSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write try that fails slowly (93% of the poll interval, as a store's own timeouts
+    can) leaves the member about to lose its partitions: the next try is not made (it could
+    overwrite the new owner's rows), the batch is abandoned at the Feast stage and replayed;
+    the end result equals the offline recomputation."""
+    settings.kafka.max_poll_records = 200
+    produce(events_from_frame(generate(1500, WORLD), id_prefix="s"), settings.kafka)
+    consumer = StreamConsumer(settings, client_id="slow-store")
+    real = consumer.features.write_sequences
+    tries: list[float] = []
+
+    def slow_failure_once(*args: Any, **kwargs: Any) -> Any:
+        tries.append(time.monotonic())
+        if len(tries) == 1:
+            time.sleep(0.93 * settings.kafka.max_poll_interval_ms / 1000)
+            raise sqlite3.OperationalError("database is locked")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(consumer.features, "write_sequences", slow_failure_once)
+    before = REGISTRY.get_sample_value("recstream_stream_batches_abandoned_total",
+                                       {"stage": "feast"}) or 0.0
+    store_before = _store_failures("write")
+    try:
+        drain([consumer], settings)
+    finally:
+        consumer.close()
+    assert REGISTRY.get_sample_value("recstream_stream_batches_abandoned_total",
+                                     {"stage": "feast"}) == before + 1
+    assert _store_failures("write") == store_before  # abandoned, not retried as a failure
+    assert_exact(verify(settings))
+
+
+def test_a_new_owner_commits_past_a_transaction_marker_left_by_the_last_commit(
+        settings: StreamSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events written in transactions (as ``recstream dlq replay`` does) are followed by a
+    marker that takes an offset. A member processed the last event of each partition and
+    left before an empty poll moved its commit past the marker; the next owner, with nothing
+    to process, commits past it (before, the group's lag stayed 1 on every partition)."""
+    producer = make_producer(settings.kafka, acks="all", transactional_id=f"t-{settings.group_id}")
+    producer.init_transactions()
+    producer.begin_transaction()
+    t0 = datetime(2024, 5, 1, tzinfo=UTC)
+    for p in range(settings.kafka.partitions):
+        ev = Event(event_id=f"m{p}", event_type=EventType.CLICK, user_id=100 + p, item_id=7,
+                   category_id=1, ts=t0 + timedelta(seconds=p))
+        producer.send(settings.kafka.topics.events, key=ev.key(), value=ev.to_bytes(),
+                      partition=p)
+    producer.commit_transaction()
+    producer.close()
+
+    first = StreamConsumer(settings, client_id="left-early")
+    monkeypatch.setattr(first, "_commit_skipped", lambda: None)
+    seen, deadline = 0, time.monotonic() + 60
+    try:
+        while seen < settings.kafka.partitions and time.monotonic() < deadline:
+            seen += first.poll_once(timeout_ms=100)
+    finally:
+        first.close()  # commits synchronously what it processed
+    # each commit sits on its partition's marker
+    assert all(done == end - 1 for done, end in committed_offsets(settings))
+    second = StreamConsumer(settings, client_id="next-owner")
+    try:
+        drain([second], settings)  # ends only once the commits reach the partitions' ends
+    finally:
+        second.close()
+    assert committed_all(settings)

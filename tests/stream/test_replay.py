@@ -160,7 +160,7 @@ def test_a_newer_replay_fences_off_an_older_one_still_running(
         except Exception as exc:  # handed to the test
             errors.append(exc)
 
-    thread = threading.Thread(target=older, name="older")
+    thread = threading.Thread(target=older, name="older", daemon=True)
     thread.start()
     try:
         assert paused.wait(60), "the older run never reached its first intent"
