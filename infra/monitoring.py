@@ -2,11 +2,13 @@
 
 Run: ``recstream stack up`` starts Prometheus (Debian's ``prometheus`` package, when
 installed) on ``STACK_PROMETHEUS_PORT`` (9090) with :func:`render_config`'s file; its UI
-lists the stream's alerts under Alerts, and the recording rules (``recstream:*``) are the
-series to graph. In production, take ``infra/prometheus/`` into your own Prometheus.
+lists the stream's and the ranking service's alerts under Alerts, and the recording rules
+(``recstream:*``) are the series to graph. In production, take ``infra/prometheus/`` into
+your own Prometheus.
 
-The rules live in ``infra/prometheus/stream_rules.yml``; ``promtool test rules
-tests/infra/prometheus_rules_test.yml`` unit-tests every alert (docs/metrics.md, "Alerts").
+The rules live in ``infra/prometheus/stream_rules.yml`` (the stream consumers) and
+``serve_rules.yml`` (the ranking service); ``promtool test rules
+tests/infra/prometheus_rules_test.yml`` unit-tests every alert (docs/metrics.md).
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ store, and the ranking through a real Ray Serve deployment answering over HTTP.
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import threading
 import time
@@ -45,6 +47,19 @@ def ray_cluster() -> Iterator[int]:
         yield metrics_port
     finally:
         serving.shutdown()
+
+
+def _ray_names_read() -> set[str]:
+    """The ``ray_*`` series names the queries of infra/prometheus/serve_rules.yml and of the
+    serve dashboard read."""
+    root = Path(__file__).resolve().parents[2] / "infra"
+    rules = yaml.safe_load((root / "prometheus" / "serve_rules.yml").read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    dashboard = json.loads((root / "grafana" / "serve.json").read_text())
+    exprs += [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    names = set(re.findall(r"\bray_\w+", " ".join(exprs)))
+    assert names
+    return names
 
 
 def _scrape_until(port: int, needle: str, timeout: float) -> str:
@@ -159,3 +174,6 @@ def test_clicks_through_kafka_are_ranked_over_http(
     # The ingress' request counter reaches Prometheus through Ray's metrics agent.
     text = _scrape_until(ray_cluster, "recstream_rank_requests", timeout=60)
     assert f'variant="{body["variant"]}"' in text
+    # ... and every Ray metric the serving rules and dashboard read is exported by name.
+    for name in sorted(_ray_names_read()):
+        _scrape_until(ray_cluster, f"\n{name}{{", timeout=60)
