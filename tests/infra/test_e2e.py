@@ -6,7 +6,6 @@ store, and the ranking through a real Ray Serve deployment answering over HTTP.
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import threading
@@ -26,6 +25,7 @@ from stream.kafka import KafkaConfig
 from stream.producer import events_from_frame, produce
 from stream.settings import StreamSettings
 from stream.synthetic import SyntheticConfig, generate
+from tests.infra.promfiles import SERVE_DASHBOARD, SERVE_RULES, dashboard_exprs, rules_of
 
 pytestmark = pytest.mark.integration
 
@@ -52,11 +52,7 @@ def ray_cluster() -> Iterator[int]:
 def _ray_names_read() -> set[str]:
     """The ``ray_*`` series names the queries of infra/prometheus/serve_rules.yml and of the
     serve dashboard read."""
-    root = Path(__file__).resolve().parents[2] / "infra"
-    rules = yaml.safe_load((root / "prometheus" / "serve_rules.yml").read_text())
-    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
-    dashboard = json.loads((root / "grafana" / "serve.json").read_text())
-    exprs += [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    exprs = [r["expr"] for r in rules_of(SERVE_RULES)] + dashboard_exprs(SERVE_DASHBOARD)
     names = set(re.findall(r"\bray_\w+", " ".join(exprs)))
     assert names
     return names

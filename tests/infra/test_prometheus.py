@@ -21,12 +21,18 @@ from prometheus_client import REGISTRY
 
 from infra import monitoring, stack
 from stream import metrics
+from tests.infra.promfiles import (
+    DASHBOARD,
+    RULES,
+    SERVE_DASHBOARD,
+    SERVE_RULES,
+    dashboard_exprs,
+    records,
+    rules_of,
+    well_formed_dashboard,
+)
 
 HERE = Path(__file__).resolve().parent
-RULES = monitoring.CONFIG_DIR / "stream_rules.yml"
-SERVE_RULES = monitoring.CONFIG_DIR / "serve_rules.yml"
-DASHBOARD = monitoring.CONFIG_DIR.parent / "grafana" / "stream.json"
-SERVE_DASHBOARD = monitoring.CONFIG_DIR.parent / "grafana" / "serve.json"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not installed (Debian: apt-get install prometheus)")
@@ -54,9 +60,8 @@ def test_every_alert_passes_its_unit_tests() -> None:
     res = _promtool("test", "rules", str(HERE / "prometheus_rules_test.yml"))
     assert res.returncode == 0, res.stdout + res.stderr
     tested = set(re.findall(r"alertname: (\w+)", (HERE / "prometheus_rules_test.yml").read_text()))
-    alerts = {r["alert"] for rules in (RULES, SERVE_RULES)
-              for g in yaml.safe_load(rules.read_text())["groups"]
-              for r in g["rules"] if "alert" in r}
+    alerts = {r["alert"] for rules in (RULES, SERVE_RULES) for r in rules_of(rules)
+              if "alert" in r}
     assert alerts and alerts <= tested, f"alerts without a unit test: {alerts - tested}"
     config = yaml.safe_load((monitoring.CONFIG_DIR / "prometheus.yml").read_text())
     assert set(config["rule_files"]) == {RULES.name, SERVE_RULES.name}
@@ -73,39 +78,23 @@ def test_the_rules_name_only_metrics_the_stream_exports() -> None:
     assert used <= exported, f"not exported by stream/metrics.py: {used - exported}"
 
 
-def _dashboard_exprs(path: Path = DASHBOARD) -> list[str]:
-    dashboard = json.loads(path.read_text())
-    return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
-
-
-def _records(rules: Path) -> set[str]:
-    return {r["record"] for g in yaml.safe_load(rules.read_text())["groups"]
-            for r in g["rules"] if "record" in r}
-
-
 def test_the_serve_dashboard_is_well_formed_and_reads_only_its_recorded_series() -> None:
     """(The Ray metric names it and serve_rules.yml use are checked against a real Serve app
     in tests/infra/test_e2e.py.)"""
-    dashboard = json.loads(SERVE_DASHBOARD.read_text())
-    ids = [panel["id"] for panel in dashboard["panels"]]
-    assert len(ids) == len(set(ids)) and all("gridPos" in p for p in dashboard["panels"])
-    assert all(p["datasource"]["uid"] == "${DS_PROMETHEUS}" for p in dashboard["panels"])
-    text = " ".join(_dashboard_exprs(SERVE_DASHBOARD))
+    well_formed_dashboard(SERVE_DASHBOARD)
+    text = " ".join(dashboard_exprs(SERVE_DASHBOARD))
     used = set(re.findall(r"\brecstream:[\w:]+", text))
-    assert used and used <= _records(SERVE_RULES), used - _records(SERVE_RULES)
+    assert used and used <= records(SERVE_RULES), used - records(SERVE_RULES)
 
 
 def test_the_dashboard_names_only_exported_metrics_and_recorded_series() -> None:
-    dashboard = json.loads(DASHBOARD.read_text())
-    ids = [panel["id"] for panel in dashboard["panels"]]
-    assert len(ids) == len(set(ids)) and all("gridPos" in p for p in dashboard["panels"])
-    assert all(p["datasource"]["uid"] == "${DS_PROMETHEUS}" for p in dashboard["panels"])
-    text = " ".join(_dashboard_exprs())
+    well_formed_dashboard(DASHBOARD)
+    text = " ".join(dashboard_exprs(DASHBOARD))
     exported = {m.name + end for m in REGISTRY.collect()
                 for end in ("", "_total", "_bucket", "_sum", "_count")}
     used = set(re.findall(r"\brecstream_stream_\w+", text))
     assert used and used <= exported, f"not exported by stream/metrics.py: {used - exported}"
-    assert set(re.findall(r"\brecstream:[\w:]+", text)) <= _records(RULES)
+    assert set(re.findall(r"\brecstream:[\w:]+", text)) <= records(RULES)
 
 
 def _feed_every_stream_metric() -> None:
@@ -143,7 +132,7 @@ def test_a_real_prometheus_scrapes_the_stream_records_and_fills_the_dashboard(
     proc = stack.start_prometheus(config, prom_port, tmp_path / "tsdb", tmp_path / "prom.log",
                                   die_with_parent=True)
     quiet = {'ALERTS{alertname=~"Recstream.*", alertstate="firing"}'}  # nothing fires here
-    exprs = _dashboard_exprs()
+    exprs = dashboard_exprs(DASHBOARD)
     try:
         deadline, answers = time.monotonic() + 60, {}
         while time.monotonic() < deadline:
