@@ -70,7 +70,10 @@ def repo_config(cfg: FeastConfig) -> RepoConfig:
         # never drop one of our rows; it cost a round trip and 13-15% of a write. The flip
         # side: a write through this config with older stamps (a `feast materialize` of
         # the offline store, which recstream never runs) would overwrite newer rows.
-        raw["online_store"] = {"type": "redis", "connection_string": cfg.redis_connection_string,
+        # features/redis_store.py: Feast's Redis store with timeouts and one retry (fails
+        # in ~1 s where redis-py's defaults took ~7 s, or hung on a Redis that hangs).
+        raw["online_store"] = {"type": "features.redis_store.FastFailRedisOnlineStore",
+                               "connection_string": cfg.redis_connection_string,
                                "skip_dedup": True}
     else:
         raw["online_store"]["path"] = str(data_dir / raw["online_store"]["path"])

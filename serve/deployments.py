@@ -8,6 +8,7 @@ No ``from __future__ import annotations`` here: FastAPI inside ``serve.ingress``
 real annotation objects to see that ``RankRequest`` is the request body.
 """
 
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -18,10 +19,11 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
 
-from features.store import FeastConfig, FeatureAccess
+from features.store import STORE_ERRORS, FeastConfig, FeatureAccess
 from serve.routing import choose_variant
 from serve.schemas import RankRequest, RankResponse, ScoredItem
 
+log = logging.getLogger(__name__)
 api = FastAPI(title="recstream", description="DIN/DIEN ranking over streaming features")
 
 
@@ -32,8 +34,15 @@ class FeatureReader:
     def __init__(self, feast: dict[str, Any]) -> None:
         self.features = FeatureAccess.open(FeastConfig.model_validate(feast))
 
-    def fetch(self, user_id: int, item_ids: list[int]) -> tuple[list[int], list[int], list[int]]:
-        return self.features.ranker_features(user_id, item_ids)
+    def fetch(self, user_id: int, item_ids: list[int]
+              ) -> tuple[list[int], list[int], list[int]] | None:
+        """History items, history categories, candidate categories; None when the online
+        store cannot be read now (down, locked, timed out: the ingress answers 503)."""
+        try:
+            return self.features.ranker_features(user_id, item_ids)
+        except STORE_ERRORS as err:
+            log.warning("feature store unavailable: %r", err)
+            return None
 
 
 @serve.deployment
@@ -107,7 +116,12 @@ class Ranker:
             raise HTTPException(400, f"unknown variant {req.variant!r}; known: {self.names}")
         variant = req.variant or choose_variant(req.user_id, self.names, self.weights)
         items = list(dict.fromkeys(req.candidates))  # drop duplicates, keep order
-        hist_items, hist_cats, cats = await self.reader.fetch.remote(req.user_id, items)
+        fetched = await self.reader.fetch.remote(req.user_id, items)
+        if fetched is None:
+            self.requests.inc(tags={"variant": variant, "status": "503"})
+            raise HTTPException(503, "the feature store cannot be read now; retry shortly",
+                                headers={"Retry-After": "1"})
+        hist_items, hist_cats, cats = fetched
         scores, version = await self.scorers[variant].score.remote(hist_items, hist_cats,
                                                                    items, cats)
         ranked = sorted(zip(items, scores, strict=True), key=lambda p: p[1], reverse=True)

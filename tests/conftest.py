@@ -6,9 +6,15 @@ No mocks stand in for Kafka or Feast: tests that need them get the real thing.
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -82,3 +88,51 @@ def ml100k_dir() -> Path:
     if not (path / "u.data").exists():
         pytest.skip(f"MovieLens 100k not found at {path} (set RECSTREAM_ML100K)")
     return path
+
+
+@dataclass
+class OwnRedis:
+    """A redis-server of this test's own (nothing kept on disk), which it may pause."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def connection_string(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop the server's process (SIGSTOP): connections stay open and nothing answers,
+        as on a hung host or a network partition without a reset; resumed on exit."""
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """A redis-server started for this test on a free port (skips without redis-server)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+        yield OwnRedis(proc, port)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -99,8 +99,8 @@ def test_an_unusable_online_store_raises_one_of_the_store_errors(kind: str,
                                                                  tmp_path: Path) -> None:
     """What the stream consumer rewinds and retries on (``STORE_ERRORS``) covers what each
     store raises when it cannot be written: the SQLite file locked by another writer (after
-    the store's busy timeout of 0.5 s), Redis refusing the connection (after ~5.5 s of the
-    client's own retries)."""
+    the store's busy timeout of 0.5 s), Redis refusing the connection (after one retry of
+    the client: features/redis_store.py)."""
     cfg = FeastConfig(data_dir=tmp_path / "feast", online_store=kind,
                       redis_connection_string="127.0.0.1:1", project=f"t{uuid.uuid4().hex[:10]}")
     store = open_store(cfg)
@@ -115,3 +115,4 @@ def test_an_unusable_online_store_raises_one_of_the_store_errors(kind: str,
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 500
     with pytest.raises(STORE_ERRORS):
         access.write_sequences({2: UserSequence(item_ids=[2], cat_ids=[2], ts_ms=[2])})
+

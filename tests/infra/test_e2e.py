@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 import requests
 import yaml
 
-from features.store import FeastConfig, FeatureAccess
+from features.store import FeastConfig, FeatureAccess, repo_config
 from infra import serving
 from infra.train import TrainSettings, train_full
 from serve.config import ServeSettings
@@ -166,6 +167,19 @@ def test_clicks_through_kafka_are_ranked_over_http(
         assert r.status_code == code, (payload, r.status_code, r.text)
     assert requests.post(f"{base}/rank", data=b"{not json", timeout=30,
                          headers={"content-type": "application/json"}).status_code == 422
+
+    # An online store that cannot be read (another writer holds the SQLite file) gets a 503
+    # with Retry-After, not a 500 after the store's timeouts; the next request is served.
+    other = sqlite3.connect(repo_config(feast_cfg).online_store.path, timeout=0)
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        down = requests.post(f"{base}/rank", json={"user_id": user, "candidates": [1]},
+                             timeout=30)
+    finally:
+        other.close()
+    assert down.status_code == 503 and down.headers["retry-after"] == "1", down.text
+    assert requests.post(f"{base}/rank", json={"user_id": user, "candidates": [1]},
+                         timeout=30).status_code == 200
 
     # The ingress' request counter reaches Prometheus through Ray's metrics agent.
     text = _scrape_until(ray_cluster, "recstream_rank_requests", timeout=60)

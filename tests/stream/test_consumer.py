@@ -6,11 +6,13 @@ import sqlite3
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
+from features.store import FeastConfig, apply_definitions, open_store
 from stream.consumer import StreamConsumer
 from stream.events import Event, EventType
 from stream.kafka import make_producer
@@ -19,9 +21,11 @@ from stream.recompute import read_topic
 from stream.samples import decode_batch
 from stream.settings import StreamSettings
 from stream.synthetic import SyntheticConfig, generate
+from tests.conftest import OwnRedis
 from tests.stream.conftest import (
     assert_exact,
     committed_all,
+    committed_any,
     committed_offsets,
     drain,
     verify,
@@ -264,6 +268,41 @@ def test_an_online_store_outage_rewinds_and_replays_the_batch_without_stopping(
 
 def _store_failures(op: str) -> float:
     return REGISTRY.get_sample_value("recstream_stream_store_failures_total", {"op": op}) or 0.0
+
+
+def test_a_redis_that_hangs_for_a_while_pauses_the_pipeline_and_loses_nothing(
+        settings: StreamSettings, own_redis: OwnRedis, tmp_path: Path) -> None:
+    """The production online store, Redis, stops answering for a while (its process paused)
+    in the middle of a replay: each batch meanwhile fails its Feast read or write within
+    the client's timeouts (before features/redis_store.py, the first call never returned
+    and the consumer hung for good), is counted and rewound; after the pause the consumer
+    goes on by itself, and the end result equals the offline recomputation."""
+    feast = FeastConfig(data_dir=tmp_path / "feast-redis", online_store="redis",
+                        redis_connection_string=own_redis.connection_string, project="hang")
+    apply_definitions(open_store(feast))
+    settings = settings.model_copy(update={"feast": feast})
+    settings.kafka.max_poll_records = 200
+    produce(events_from_frame(generate(1500, WORLD), id_prefix="h"), settings.kafka)
+    consumer = StreamConsumer(settings, client_id="hung-redis")
+    failed_before = _store_failures("read") + _store_failures("write") + _abandoned("feast")
+    try:
+        deadline = time.monotonic() + 30
+        while consumer.poll_once(timeout_ms=100) == 0 or not committed_any(settings):
+            assert time.monotonic() < deadline, "nothing was processed before the pause"
+        with own_redis.paused():
+            for _ in range(2):
+                assert consumer.poll_once(timeout_ms=100) == 0  # failed, rewound
+        failed = _store_failures("read") + _store_failures("write") + _abandoned("feast")
+        assert failed - failed_before == 2
+        drain([consumer], settings)
+    finally:
+        consumer.close()
+    assert_exact(verify(settings))
+
+
+def _abandoned(stage: str) -> float:
+    return REGISTRY.get_sample_value("recstream_stream_batches_abandoned_total",
+                                     {"stage": stage}) or 0.0
 
 
 def test_a_feast_write_retried_after_the_group_may_have_moved_on_is_abandoned(
