@@ -109,7 +109,7 @@ def pipeline(settings: StreamSettings, n: int) -> tuple[float, dict[str, float]]
         seen, start = warm, time.perf_counter()
         while seen < n:
             seen += consumer.poll_once(timeout_ms=500)
-        consumer.commit_sync()  # commits are asynchronous: the time runs to the last one
+        consumer.offsets.commit_sync()  # commits are asynchronous: the time runs to the last one
         timed = max(seen - warm, 1)
         eps = timed / (time.perf_counter() - start)
         phases = {k: round(v * 1e6 / timed, 2) for k, v in sorted(consumer.phase_seconds.items())}

@@ -54,7 +54,7 @@ def _gate_poll(consumer: StreamConsumer) -> None:
 
 def _caught_up(consumer: StreamConsumer) -> bool:
     parts = consumer.assigned()
-    return bool(parts) and all(consumer.lag(p) == 0 for p in parts)
+    return bool(parts) and all(consumer.offsets.lag(p) == 0 for p in parts)
 
 
 def _worker(settings_json: str, name: str, report: Any, go: Any, stop: Any) -> None:
@@ -79,7 +79,7 @@ def _worker(settings_json: str, name: str, report: Any, go: Any, stop: Any) -> N
                 events += got
                 drained = False
             if first and _caught_up(consumer):  # timed to the last commit, no idle poll
-                consumer.commit_sync()
+                consumer.offsets.commit_sync()
                 end = time.time()
                 report.put(("done", name, [events, first, end, warm], end))
                 first, events, warm = 0.0, 0, 0  # again only if more records come (rebalance)

@@ -24,9 +24,7 @@ import time
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from features.store import STORE_ERRORS, FeatureAccess, UserSequence
 from stream import metrics
@@ -34,28 +32,20 @@ from stream.batch import Batch, PartitionState
 from stream.dlq import DeadLetter, validate
 from stream.events import EventRow, EventType, InvalidEvent
 from stream.failpoints import failpoint
+from stream.featurewrite import FeatureWriter, StoreFailed
 from stream.gcfreeze import freeze_startup_heap
 from stream.kafka import make_consumer, make_producer, may_have_lost_membership
+from stream.offsets import Offsets
 from stream.samplelog import SampleLog
-from stream.samples import JoinState, Sample
 from stream.sequences import apply_click, bound_caches
 from stream.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 _FRESHNESS_MAX_S = 3600.0  # older events are replays of history, not freshness
-# Pause after a batch whose Feast read or write failed, doubled at each failure in a row up
-# to the maximum: short enough that poll, batch, retries and pause stay within
-# max_poll_interval_ms.
-STORE_BACKOFF_S, STORE_BACKOFF_MAX_S = 0.25, 2.0
-WRITE_TRIES = 5  # tries of a batch's Feast write, each after a membership check
 
 
 class _Abandoned(Exception):
     """The group may have moved this batch's partitions on: the rest is not written."""
-
-
-class _StoreFailed(Exception):
-    """The online store failed the batch's read, or its write after the retries."""
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -65,7 +55,7 @@ class _Listener(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         for tp in revoked:
             self.owner._parts.pop(tp.partition, None)
-            self.owner._done.pop(tp, None)
+            self.owner.offsets.forget(tp)
             metrics.PENDING.labels(str(tp.partition)).set(0)
         metrics.CACHED_USERS.set(self.owner.cached_users())
         log.info("revoked %s", sorted(tp.partition for tp in revoked))
@@ -86,8 +76,8 @@ class StreamConsumer:
         self.client_id = client_id or "recstream-stream"
         self._parts: dict[int, PartitionState] = {}
         self._known_items: dict[int, int] = {}
-        self._done: dict[TopicPartition, OffsetAndMetadata] = {}  # last offsets committed
         self.features = FeatureAccess.open(settings.feast)
+        self.writer = FeatureWriter(self.features, self._fence)
         self.producer: KafkaProducer = make_producer(
             self.cfg, client_id=f"{self.client_id}-out", acks="all",
             # No Kafka-level compression: sample and changelog values are zstd-compressed
@@ -97,12 +87,12 @@ class StreamConsumer:
         self.samples = SampleLog(settings, self.producer)
         self.consumer: KafkaConsumer = make_consumer(
             self.cfg, settings.group_id, client_id=self.client_id)
+        self.offsets = Offsets(self.consumer, self.topic, self._parts)
         self.consumer.subscribe([self.topic], listener=_Listener(self))
         self.freshness_ms: list[float] = []  # kept for the benchmark; metrics get the same
         self.keep_freshness = False
         self.last_batch_seconds = 0.0
         self.phase_seconds: dict[str, float] = {}  # batches with records, by phase
-        self._backoff_s = STORE_BACKOFF_S
         freeze_startup_heap()
 
     # -- one micro-batch ------------------------------------------------------------------
@@ -115,9 +105,10 @@ class StreamConsumer:
         self._restore_assigned()
         n = sum(len(recs) for recs in polled.values())
         if n == 0:
-            self._idle_flush()
-            self._commit_skipped()
-            self._update_lag()
+            self.samples.flush_idle(self._parts, self.settings.attribution_window_s,
+                                    caught_up=lambda p: self.offsets.lag(p) == 0)
+            self.offsets.commit_skipped()
+            self.offsets.export_lag()
             return 0
         batch.lap("restore")
         t0 = time.perf_counter()
@@ -131,7 +122,7 @@ class StreamConsumer:
             self._load_users(parsed)
         except STORE_ERRORS as err:
             self._account(batch)
-            self._store_failed(polled, _StoreFailed(repr(err)), "read")
+            self._store_failed(polled, StoreFailed(repr(err)), "read")
             return 0
         batch.lap("feast_read")
         wall = time.monotonic()
@@ -148,7 +139,7 @@ class StreamConsumer:
         except _Abandoned as stage:
             self._abandon(polled, str(stage))
             return 0
-        except _StoreFailed as failed:
+        except StoreFailed as failed:
             self._store_failed(polled, failed, "write")
             return 0
         finally:
@@ -159,7 +150,7 @@ class StreamConsumer:
         self.last_batch_seconds = time.perf_counter() - t0
         metrics.BATCH_SIZE.observe(n)
         metrics.BATCH_SECONDS.observe(self.last_batch_seconds)
-        self._update_lag()
+        self.offsets.export_lag()
         return n
 
     def _validate(self, partition: int, rec: ConsumerRecord, batch: Batch) -> EventRow | None:
@@ -261,8 +252,7 @@ class StreamConsumer:
             self.samples.confirm_dead(batch.dead, joins)
         self.samples.emit(batch.samples, joins)
         batch.lap("kafka_write")
-        done = self._write_features(batch)
-        self._backoff_s = STORE_BACKOFF_S
+        done = self.writer.write(batch)
         metrics.FEAST_WRITE.observe(batch.lap("feast_write"))
         for ts_ms in batch.clicks_ts_ms:
             age = done - ts_ms / 1000.0
@@ -273,7 +263,7 @@ class StreamConsumer:
         for item, cat in batch.items.items():
             self._known_items[item] = cat
         failpoint("after_feast")
-        self._commit(batch.commits)
+        self.offsets.commit(batch.commits)
         batch.lap("commit")
         failpoint("after_commit")
 
@@ -299,19 +289,15 @@ class StreamConsumer:
         self._rewind(polled)
 
     def _store_failed(self, polled: dict[TopicPartition, list[ConsumerRecord]],
-                      failed: _StoreFailed, op: str) -> None:
+                      failed: StoreFailed, op: str) -> None:
         """A Feast read, or the write after its retries, failed (the store down or locked):
         count it, rewind as for an abandoned batch (what reached Kafka and Feast before the
         failure is skipped on the replay by the same rules as after a crash: docs/stream.md),
         pause, and let the next poll replay the batch. The service keeps running through an
         outage of the store; the lag grows meanwhile."""
-        log.error("the Feast online %s failed (%s): batch of %d records rewound, retried in "
-                  "%.2f s", op, failed, sum(map(len, polled.values())), self._backoff_s)
-        metrics.STORE_FAILURES.labels(op).inc()
         self._known_items.clear()  # a store that lost its data (Redis restarted) gets them again
         self._rewind(polled)
-        time.sleep(self._backoff_s)
-        self._backoff_s = min(2 * self._backoff_s, STORE_BACKOFF_MAX_S)
+        self.writer.failed(op, failed, sum(map(len, polled.values())))
 
     def _rewind(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Drop the polled partitions' state (rebuilt as after an assignment) and seek the
@@ -328,96 +314,16 @@ class StreamConsumer:
             if tp in owned:
                 self.consumer.seek(tp, recs[0].offset)
 
-    def _write_features(self, batch: Batch) -> float:
-        """Write the batch's sequences and item categories to Feast; return the time the
-        sequences became readable. Up to ``WRITE_TRIES`` tries with backoff, each after a
-        membership check (a try after the group may have moved the partitions on could
-        overwrite the new owner's rows: ``_Abandoned``); ``_StoreFailed`` after the last."""
-        tries = Retrying(stop=stop_after_attempt(WRITE_TRIES), reraise=True,
-                         wait=wait_exponential(0.05, max=2),
-                         retry=retry_if_exception_type(STORE_ERRORS),
-                         before=lambda _: self._fence("feast"))
-        done = 0.0
-        try:
-            for attempt in tries:
-                with attempt:
-                    self.features.write_sequences(batch.changed)
-                    done = time.time()  # the new sequences are readable from here on
-                    self.features.write_items(batch.items)
-        except STORE_ERRORS as err:
-            raise _StoreFailed(repr(err)) from err
-        return done
-
-    def _commit(self, commits: dict[TopicPartition, OffsetAndMetadata]) -> None:
-        """Commit asynchronously: the batch is already written, so a commit that is lost
-        (crash, rebalance) only makes the next owner replay what the skip rules skip."""
-        owned = {tp: om for tp, om in commits.items() if tp.partition in self._parts}
-        if not owned:
-            return
-        self._done.update(owned)
-        self.consumer.commit_async(owned, callback=self._committed)
-
-    def _commit_skipped(self) -> None:
-        """On an empty poll, commit the positions that moved past the last commit without a
-        record: transaction markers (a ``recstream dlq replay`` writes in transactions) take
-        offsets that no record is returned for, and a commit left before one would show a
-        lag of 1 to the group's tools until the next event. Every record before the position
-        was returned by an earlier poll and that batch written before this poll."""
-        moved = {}
-        for tp, done in self._done.items():
-            if tp.partition in self._parts and (pos := self.consumer.position(tp)) > done.offset:
-                moved[tp] = OffsetAndMetadata(pos, "", -1)
-        if moved:
-            self._commit(moved)
-
-    @staticmethod
-    def _committed(offsets: object, response: object) -> None:
-        if isinstance(response, Exception):
-            log.warning("commit failed (%s); the next owner replays from the last commit",
-                        response)
-
-    # -- assignment, idleness, lag -----------------------------------------------------------
+    # -- assignment, idleness -------------------------------------------------------------
     def _restore_assigned(self) -> None:
         """Restore the join state of newly assigned (or rewound) partitions, and take the
-        group's committed offset of a new one as this member's last commit (so that
-        ``_commit_skipped`` also moves a commit left on a transaction marker)."""
+        group's committed offset of a new one as this member's last commit
+        (:meth:`Offsets.adopt`)."""
         for partition, part in self._parts.items():
             if part.join is None:
                 part.join = self.samples.restore(partition)
                 metrics.RESTORES.inc()
-                tp = TopicPartition(self.topic, partition)
-                if tp not in self._done and (at := self.consumer.committed(tp)) is not None:
-                    self._done[tp] = OffsetAndMetadata(int(at), "", -1)
-
-    def _idle_flush(self) -> None:
-        """Close the windows of caught-up partitions idle for a whole window of wall time."""
-        window = self.settings.attribution_window_s
-        samples: list[Sample] = []
-        touched: dict[int, JoinState] = {}
-        now = time.monotonic()
-        for partition, part in self._parts.items():
-            join = part.join
-            if join is None or not join.pending or now - part.last_event_wall < window:
-                continue
-            if self.lag(partition) != 0:
-                continue
-            samples.extend(join.flush(partition, int(time.time() * 1000)))
-            touched[partition] = join
-        if touched:
-            self.samples.emit(samples, touched)
-
-    def _update_lag(self) -> None:
-        for partition in list(self._parts):
-            lag = self.lag(partition)
-            if lag is not None:
-                metrics.LAG.labels(str(partition)).set(lag)
-
-    def lag(self, partition: int) -> int | None:
-        """Records between this consumer's position and the end of ``partition`` (None until
-        a fetch has told the end)."""
-        tp = TopicPartition(self.topic, partition)
-        high = self.consumer.highwater(tp)
-        return None if high is None else max(0, high - self.consumer.position(tp))
+                self.offsets.adopt(TopicPartition(self.topic, partition))
 
     def assigned(self) -> list[int]:
         """Partitions this consumer owns now."""
@@ -433,20 +339,11 @@ class StreamConsumer:
         while not stop.is_set():
             self.poll_once()
 
-    def commit_sync(self) -> None:
-        """Wait until the offsets of every processed batch of an owned partition are committed."""
-        owned = {tp: om for tp, om in self._done.items() if tp.partition in self._parts}
-        if owned:
-            try:
-                self.consumer.commit(owned)
-            except (CommitFailedError, KafkaError) as exc:
-                log.warning("commit failed (%s); the next owner replays from the last commit", exc)
-
     def close(self) -> None:
         """Commit what was processed (synchronously), leave the group, close the clients."""
         try:
             self.producer.flush()
-            self.commit_sync()
+            self.offsets.commit_sync()
         finally:
             self.consumer.close(autocommit=False)
             self.samples.reader.close()

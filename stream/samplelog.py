@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -43,6 +43,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
 
 from stream import metrics
+from stream.batch import PartitionState
 from stream.dlq import DeadLetter
 from stream.failpoints import failpoint
 from stream.kafka import make_consumer
@@ -159,6 +160,24 @@ class SampleLog:
                 join.pending[o].log_offset = offset
             join.added, join.done = {}, []
             metrics.PENDING.labels(str(p)).set(len(join.pending))
+
+    def flush_idle(self, parts: Mapping[int, PartitionState], window_s: float,
+                   caught_up: Callable[[int], bool]) -> None:
+        """Close the windows of the partitions idle for a whole window of wall time and
+        ``caught_up`` (no record left to read): their entries whose deadline is before the
+        wall clock become samples, emitted with the partitions' changelog records."""
+        samples: list[Sample] = []
+        touched: dict[int, JoinState] = {}
+        now = time.monotonic()
+        for partition, part in parts.items():
+            join = part.join
+            if join is None or not join.pending or now - part.last_event_wall < window_s:
+                continue
+            if caught_up(partition):
+                samples.extend(join.flush(partition, int(time.time() * 1000)))
+                touched[partition] = join
+        if touched:
+            self.emit(samples, touched)
 
     @staticmethod
     def _state_record(p: int, join: JoinState, parts: list[int]) -> dict[str, Any]:
