@@ -44,9 +44,25 @@ def _store_errors() -> tuple[type[Exception], ...]:
     return tuple(errors)
 
 
-# A read or write of the online store that failed for now (the SQLite file locked by another
-# writer, Redis unreachable or slow): the stream consumer rewinds and retries its batch.
+# What a read or write of the online store raises when it failed for now (the SQLite file
+# locked by another writer, Redis unreachable or slow); ``unavailable`` tells those apart from
+# SQLite's permanent errors of the same type. The stream consumer rewinds and retries its
+# batch, the ranking service answers 503.
 STORE_ERRORS = _store_errors()
+# SQLite's codes of a database another connection holds (the low byte of extended codes)
+_SQLITE_FOR_NOW = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+
+
+def unavailable(err: BaseException) -> bool:
+    """Whether ``err`` means the online store cannot be used for now: one of
+    ``STORE_ERRORS``, and for SQLite's ``OperationalError`` a busy or locked database only
+    (not a missing table or an unreadable file, which a retry cannot mend)."""
+    if isinstance(err, sqlite3.OperationalError):
+        code = getattr(err, "sqlite_errorcode", None)
+        if code is None:  # raised by Python code, not by SQLite: judged by its message
+            return "locked" in str(err) or "busy" in str(err)
+        return (code & 0xFF) in _SQLITE_FOR_NOW
+    return isinstance(err, STORE_ERRORS)
 
 
 class FeastConfig(BaseModel):

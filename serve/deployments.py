@@ -19,7 +19,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
 
-from features.store import STORE_ERRORS, FeastConfig, FeatureAccess
+from features.store import STORE_ERRORS, FeastConfig, FeatureAccess, unavailable
 from serve.routing import choose_variant
 from serve.schemas import RankRequest, RankResponse, ScoredItem
 
@@ -41,6 +41,8 @@ class FeatureReader:
         try:
             return self.features.ranker_features(user_id, item_ids)
         except STORE_ERRORS as err:
+            if not unavailable(err):
+                raise  # a missing table or file: a 500, the store needs a person
             log.warning("feature store unavailable: %r", err)
             return None
 

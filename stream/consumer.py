@@ -26,7 +26,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata
 
-from features.store import STORE_ERRORS, FeatureAccess, UserSequence
+from features.store import STORE_ERRORS, FeatureAccess, UserSequence, unavailable
 from stream import metrics
 from stream.batch import Batch, PartitionState
 from stream.dlq import DeadLetter, validate
@@ -121,6 +121,8 @@ class StreamConsumer:
         try:
             self._load_users(parsed)
         except STORE_ERRORS as err:
+            if not unavailable(err):
+                raise  # a missing table or file: needs a person, the service stops
             self._account(batch)
             self._store_failed(polled, StoreFailed(repr(err)), "read")
             return 0
@@ -295,9 +297,10 @@ class StreamConsumer:
         failure is skipped on the replay by the same rules as after a crash: docs/stream.md),
         pause, and let the next poll replay the batch. The service keeps running through an
         outage of the store; the lag grows meanwhile."""
+        self.writer.failed(op, failed, sum(map(len, polled.values())))
         self._known_items.clear()  # a store that lost its data (Redis restarted) gets them again
         self._rewind(polled)
-        self.writer.failed(op, failed, sum(map(len, polled.values())))
+        self.writer.pause()
 
     def _rewind(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Drop the polled partitions' state (rebuilt as after an assignment) and seek the

@@ -11,9 +11,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from features.store import STORE_ERRORS, FeatureAccess
+from features.store import STORE_ERRORS, FeatureAccess, unavailable
 from stream import metrics
 from stream.batch import Batch
 
@@ -46,7 +46,7 @@ class FeatureWriter:
         after the last."""
         tries = Retrying(stop=stop_after_attempt(WRITE_TRIES), reraise=True,
                          wait=wait_exponential(0.05, max=2),
-                         retry=retry_if_exception_type(STORE_ERRORS),
+                         retry=retry_if_exception(unavailable),
                          before=lambda _: self.fence("feast"))
         done = 0.0
         try:
@@ -56,15 +56,19 @@ class FeatureWriter:
                     done = time.time()  # the new sequences are readable from here on
                     self.features.write_items(batch.items)
         except STORE_ERRORS as err:
+            if not unavailable(err):
+                raise  # a missing table or file: retries cannot mend it
             raise StoreFailed(repr(err)) from err
         self.backoff_s = STORE_BACKOFF_S
         return done
 
     def failed(self, op: str, err: StoreFailed, records: int) -> None:
-        """After a batch whose ``op`` (read, write) failed was rewound: log, count, and sleep
-        0.25 s, doubled at each failure in a row up to 2 s."""
+        """A batch's ``op`` (read, write) failed and is being rewound: log and count it."""
         log.error("the Feast online %s failed (%s): batch of %d records rewound, retried in "
                   "%.2f s", op, err, records, self.backoff_s)
         metrics.STORE_FAILURES.labels(op).inc()
+
+    def pause(self) -> None:
+        """Sleep after a failed batch: 0.25 s, doubled at each failure in a row up to 2 s."""
         time.sleep(self.backoff_s)
         self.backoff_s = min(2 * self.backoff_s, STORE_BACKOFF_MAX_S)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 from typing import Any
+
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.retry import Retry
 
 from features.redis_store import FastFailRedisOnlineStoreConfig, client_connection_string
 from features.store import (
@@ -58,3 +62,18 @@ def test_timeouts_in_the_connection_string_win_over_the_defaults() -> None:
     assert client_connection_string(cfg) == "h:1,db=2,socket_timeout=5,socket_connect_timeout=0.5"
     plain = FastFailRedisOnlineStoreConfig(connection_string="h:1")
     assert client_connection_string(plain) == "h:1,socket_timeout=1.0,socket_connect_timeout=0.5"
+
+
+def test_the_sync_and_async_clients_get_the_timeouts_and_one_retry(tmp_path: Path) -> None:
+    """redis.asyncio awaits its retry object: given the sync ``Retry``, it would not retry."""
+    cfg = FeastConfig(data_dir=tmp_path / "feast", online_store="redis",
+                      redis_connection_string="127.0.0.1:1", project="clients")
+    store = open_store(cfg)
+    online, store_cfg = store.provider.online_store, store.config.online_store
+    sync_client = online._get_client(store_cfg)
+    async_client = asyncio.run(online._get_client_async(store_cfg))
+    for client, retry_type in ((sync_client, Retry), (async_client, AsyncRetry)):
+        retry = client.get_retry()
+        assert type(retry) is retry_type and retry._retries == 1
+        kwargs = client.connection_pool.connection_kwargs
+        assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (1.0, 0.5)

@@ -19,6 +19,8 @@ from features.store import (
     _key,
     apply_definitions,
     open_store,
+    repo_config,
+    unavailable,
 )
 from infra.stack import redis_up
 
@@ -113,6 +115,20 @@ def test_an_unusable_online_store_raises_one_of_the_store_errors(kind: str,
         # The store waits 0.5 s for another writer's lock, not sqlite3's default 5 s.
         conn = store.provider.online_store._get_conn(store.config)
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 500
-    with pytest.raises(STORE_ERRORS):
+    with pytest.raises(STORE_ERRORS) as raised:
         access.write_sequences({2: UserSequence(item_ids=[2], cat_ids=[2], ts_ms=[2])})
+    assert unavailable(raised.value)
+
+
+def test_a_store_without_its_tables_is_not_unavailable_for_now(tmp_path: Path) -> None:
+    """SQLite raises the same type for a missing table as for a locked file; retrying cannot
+    mend the first, so it must not count as the store being down for a while."""
+    cfg = FeastConfig(data_dir=tmp_path / "feast")
+    apply_definitions(open_store(cfg))
+    Path(repo_config(cfg).online_store.path).unlink()  # the online tables go with their file
+    access = FeatureAccess.open(cfg)
+    with pytest.raises(sqlite3.OperationalError) as raised:
+        access.read_sequences([1])
+    assert "no such table" in str(raised.value)
+    assert not unavailable(raised.value)
 
