@@ -1,8 +1,20 @@
-"""Feast's Redis online store with a client that fails fast: socket timeouts and one retry.
+"""Feast's Redis online store with a client that fails fast, and writes that never move a
+user's sequence back.
 
 Selected by ``features.store.repo_config`` when ``FeastConfig.online_store == "redis"``
 (``type: features.redis_store.FastFailRedisOnlineStore``); everything but the client's
-settings is Feast's own ``RedisOnlineStore``: the same keys, the same rows.
+settings and the write of rows that carry a Kafka position is Feast's own
+``RedisOnlineStore``: the same keys, the same fields, the same bytes.
+
+Fenced writes: a row whose values hold both ``position_features`` (``last_partition``,
+``last_offset``: the Kafka position of the last click applied to the sequence) is written by
+a Lua script, atomically, only if the stored row's position is not later in the same
+partition; else it is refused (:meth:`FastFailRedisOnlineStore.write_fenced` names the
+refused rows). The position is also kept as plain text in one more field of the hash,
+``_pos:{feature view}`` (Feast reads only its own fields). Refused: the late bytes of a write
+whose call timed out, delivered after the replay's newer write (a partition that healed),
+and a stalled member's write after the partition's new owner moved the row on. Equal
+positions are written (the same clicks make the same sequence).
 
 Why: Feast builds redis-py's client from the connection string alone, with redis-py's
 defaults: no socket timeout, and 3 retries with exponential backoff from 1 s. Against a
@@ -21,14 +33,41 @@ their libraries' defaults; recstream's ``FeastConfig`` selects neither.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Literal
 
-from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
+from feast import FeatureView, RepoConfig, utils
+from feast.infra.online_stores.helpers import _mmh3, _redis_key
+from feast.infra.online_stores.redis import (
+    RedisOnlineStore,
+    RedisOnlineStoreConfig,
+    _versioned_fv_name,
+)
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from google.protobuf.timestamp_pb2 import Timestamp
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ConstantBackoff
 from redis.retry import Retry
 
 _Type = Literal["features.redis_store.FastFailRedisOnlineStore"]
+_Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
+
+# KEYS[1] the row's hash; ARGV: position field, partition, offset, then field/value pairs.
+# Refuses (0) when the stored position is in the same partition at a later offset.
+_FENCED_HSET = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local sep = string.find(cur, ':', 1, true)
+  if sep and string.sub(cur, 1, sep - 1) == ARGV[2]
+      and tonumber(string.sub(cur, sep + 1)) > tonumber(ARGV[3]) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3], unpack(ARGV, 4))
+return 1
+"""
 
 
 class FastFailRedisOnlineStoreConfig(RedisOnlineStoreConfig):
@@ -38,6 +77,8 @@ class FastFailRedisOnlineStoreConfig(RedisOnlineStoreConfig):
     socket_timeout_s: float = 1.0
     connect_timeout_s: float = 0.5
     retries: int = 1
+    # the features holding a row's Kafka position (partition, offset): fenced writes
+    position_features: tuple[str, str] | None = ("last_partition", "last_offset")
 
 
 def client_connection_string(cfg: FastFailRedisOnlineStoreConfig) -> str:
@@ -71,6 +112,51 @@ class FastFailRedisOnlineStore(RedisOnlineStore):
             client.set_retry(_retry(cfg))
         return self._client
 
+    def online_write_batch(self, config: RepoConfig, table: FeatureView, data: list[_Row],
+                           progress: Callable[[int], Any] | None) -> None:
+        self.write_fenced(config, table, data, progress)
+
+    def write_fenced(self, config: RepoConfig, table: FeatureView, data: Sequence[_Row],
+                     progress: Callable[[int], Any] | None = None) -> list[int]:
+        """Write ``data``: rows with a position fenced (module docstring), the others as
+        Feast writes them; return the indices of the refused rows."""
+        cfg = _fast_fail(config.online_store)
+        fenced = [i for i, row in enumerate(data) if _position(cfg, row[1]) is not None]
+        if len(fenced) < len(data):
+            plain = set(fenced)
+            super().online_write_batch(config, table, [r for i, r in enumerate(data)
+                                                       if i not in plain], progress)
+        if not fenced:
+            return []
+        client = self._get_client(cfg)
+        view = _versioned_fv_name(table, config)
+        ts_field, pos_field = f"_ts:{view}", f"_pos:{view}"
+        names: dict[str, bytes] = {}
+        script = client.register_script(_FENCED_HSET)
+        with client.pipeline(transaction=False) as pipe:
+            for i in fenced:
+                entity_key, values, stamp, _ = data[i]
+                key = _redis_key(config.project, entity_key,
+                                 entity_key_serialization_version=(
+                                     config.entity_key_serialization_version))
+                ts = Timestamp()
+                ts.FromDatetime(utils.make_tzaware(stamp))
+                part, offset = _position(cfg, values) or (0, 0)  # every fenced row has one
+                args: list[Any] = [pos_field, part, offset, ts_field, ts.SerializeToString()]
+                for name, value in values.items():
+                    if name not in names:
+                        names[name] = _mmh3(f"{view}:{name}")
+                    args += [names[name], value.SerializeToString()]
+                script(keys=[key], args=args, client=pipe)
+                if cfg.key_ttl_seconds:
+                    pipe.expire(name=key, time=cfg.key_ttl_seconds)
+            results = pipe.execute()
+        if cfg.key_ttl_seconds:
+            results = results[::2]
+        if progress:
+            progress(len(fenced))
+        return [i for i, written in zip(fenced, results, strict=True) if not written]
+
     async def _get_client_async(self, online_store_config: Any) -> Any:
         if not self._client_async:
             cfg = _fast_fail(online_store_config)
@@ -78,6 +164,18 @@ class FastFailRedisOnlineStore(RedisOnlineStore):
                 cfg.model_copy(update={"connection_string": client_connection_string(cfg)}))
             client.set_retry(_async_retry(cfg))
         return self._client_async
+
+
+def _position(cfg: FastFailRedisOnlineStoreConfig, values: dict[str, ValueProto]
+              ) -> tuple[int, int] | None:
+    """The row's (partition, offset), or None when it holds no position."""
+    if cfg.position_features is None:
+        return None
+    part, off = (values.get(name) for name in cfg.position_features)
+    if part is None or off is None or not (part.HasField("int64_val")
+                                           and off.HasField("int64_val")):
+        return None
+    return part.int64_val, off.int64_val
 
 
 def _fast_fail(config: Any) -> FastFailRedisOnlineStoreConfig:

@@ -25,6 +25,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from pydantic import BaseModel
 
 from features import definitions
+from features.redis_store import FastFailRedisOnlineStore
 
 REPO_DIR = Path(__file__).resolve().parent
 _TICK = timedelta(microseconds=1)
@@ -197,8 +198,10 @@ class FeatureAccess:
             )
         return out
 
-    def write_sequences(self, sequences: Mapping[int, UserSequence]) -> None:
-        """One online write of all ``sequences`` (the rows a push would write).
+    def write_sequences(self, sequences: Mapping[int, UserSequence]) -> set[int]:
+        """One online write of all ``sequences`` (the rows a push would write); return the
+        users whose row the store refused because it holds a later Kafka position of the same
+        partition (Redis: :mod:`features.redis_store`; SQLite refuses none).
 
         Each row's timestamp is the write time, forced strictly past the row's previous
         one (``updated_at``, read back from the row's ``written_at_us``): the Redis store
@@ -206,7 +209,7 @@ class FeatureAccess:
         writer may have been another host with a clock ahead of ours.
         """
         if not sequences:
-            return
+            return set()
         now = datetime.now(UTC)
         rows: list[_Row] = []
         for uid, seq in sequences.items():
@@ -221,7 +224,13 @@ class FeatureAccess:
                 "written_at_us": ValueProto(int64_val=_to_us(stamp)),
             }
             rows.append((_key("user_id", int(uid)), values, stamp, None))
+        online = self.store.provider.online_store
+        if isinstance(online, FastFailRedisOnlineStore):
+            users = list(sequences)
+            refused = online.write_fenced(self.store.config, self._user_fv, rows)
+            return {int(users[i]) for i in refused}
         self.store.provider.online_write_batch(self.store.config, self._user_fv, rows, None)
+        return set()
 
     def write_items(self, categories: Mapping[int, int]) -> None:
         """Record each item's category (one read of the stored stamps, one online write).

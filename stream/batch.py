@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,13 @@ class PartitionState:
     last_event_wall: float = field(default_factory=time.monotonic)
 
 
+def forget_users(parts: Iterable[PartitionState], users: Iterable[int]) -> None:
+    """Drop ``users`` from the partitions' caches: their next event reads them again."""
+    for part in parts:
+        for user in users:
+            part.users.pop(user, None)
+
+
 @dataclass
 class Batch:
     """The effects of one micro-batch, written out together."""
@@ -39,6 +47,7 @@ class Batch:
     ok: Counter[tuple[EventType, str]] = field(default_factory=Counter)  # (type, outcome)
     dead: dict[int, list[Any]] = field(default_factory=dict)  # DLQ send futures by partition
     commits: dict[TopicPartition, OffsetAndMetadata] = field(default_factory=dict)
+    refused: set[int] = field(default_factory=set)  # users whose row the store refused
     phases: dict[str, float] = field(default_factory=dict)  # seconds by phase
     lap_at: float = field(default_factory=time.perf_counter)
 

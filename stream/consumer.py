@@ -28,7 +28,7 @@ from kafka.structs import OffsetAndMetadata
 
 from features.store import STORE_ERRORS, FeatureAccess, UserSequence, unavailable
 from stream import metrics
-from stream.batch import Batch, PartitionState
+from stream.batch import Batch, PartitionState, forget_users
 from stream.dlq import DeadLetter, validate
 from stream.events import EventRow, EventType, InvalidEvent
 from stream.failpoints import failpoint
@@ -264,6 +264,9 @@ class StreamConsumer:
                     self.freshness_ms.append(age * 1000.0)
         for item, cat in batch.items.items():
             self._known_items[item] = cat
+        if batch.refused:  # the store holds later clicks of these users: read them again
+            forget_users(self._parts.values(), batch.refused)
+            metrics.WRITES_REFUSED.inc(len(batch.refused))
         failpoint("after_feast")
         self.offsets.commit(batch.commits)
         batch.lap("commit")

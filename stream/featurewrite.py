@@ -52,7 +52,7 @@ class FeatureWriter:
         try:
             for attempt in tries:
                 with attempt:
-                    self.features.write_sequences(batch.changed)
+                    batch.refused = self.features.write_sequences(batch.changed)
                     done = time.time()  # the new sequences are readable from here on
                     self.features.write_items(batch.items)
         except STORE_ERRORS as err:

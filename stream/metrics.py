@@ -87,6 +87,12 @@ STORE_FAILURES = Counter(
 for _op in ("read", "write"):  # exported at 0 from the start: a first failure is an increase
     STORE_FAILURES.labels(_op)
 
+WRITES_REFUSED = Counter(
+    "recstream_stream_sequence_writes_refused_total",
+    "User sequence rows the online store refused: it held a later Kafka position of the same "
+    "partition (a stalled member's or a late write; Redis only). The user is read again",
+)
+
 CACHED_USERS = Gauge(
     "recstream_stream_cached_users",
     "User sequences held in this process's cache (bounded by max_cached_users)",

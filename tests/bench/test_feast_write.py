@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.feast_write import _open, _sequences, run
+from bench.feast_write import REDIS_VARIANTS, _open, _sequences, run
 from infra.stack import redis_up
 
 
 def test_a_short_run_reports_every_variant() -> None:
     variants = ["sqlite_feast", "sqlite_batched"]
     if redis_up():
-        variants += ["redis_dedup", "redis_skip_dedup"]
+        variants += REDIS_VARIANTS
     out = run([40], rounds=2, variants=variants)
     per = out["users_40"]
     for v in variants:
@@ -24,7 +24,7 @@ def test_a_short_run_reports_every_variant() -> None:
 def test_every_variant_reads_back_what_was_written(tmp_path: Path) -> None:
     seqs = _sequences(30)
     variants = ["sqlite_feast", "sqlite_batched"] + (
-        ["redis_dedup", "redis_skip_dedup"] if redis_up() else [])
+        REDIS_VARIANTS if redis_up() else [])
     for v in variants:
         access = _open(tmp_path, v)
         try:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+from feast.infra.online_stores.helpers import _redis_key
+from feast.infra.online_stores.redis import RedisOnlineStore
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.retry import Retry
 
@@ -16,6 +21,7 @@ from features.store import (
     FeastConfig,
     FeatureAccess,
     UserSequence,
+    _key,
     apply_definitions,
     open_store,
 )
@@ -77,3 +83,58 @@ def test_the_sync_and_async_clients_get_the_timeouts_and_one_retry(tmp_path: Pat
         assert type(retry) is retry_type and retry._retries == 1
         kwargs = client.connection_pool.connection_kwargs
         assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (1.0, 0.5)
+
+
+def _seq(items: list[int], partition: int, offset: int) -> UserSequence:
+    return UserSequence(item_ids=items, cat_ids=[1] * len(items), ts_ms=list(range(len(items))),
+                        last_partition=partition, last_offset=offset)
+
+
+@pytest.fixture
+def redis_access(own_redis: OwnRedis, tmp_path: Path) -> FeatureAccess:
+    cfg = FeastConfig(data_dir=tmp_path / "feast", online_store="redis",
+                      redis_connection_string=own_redis.connection_string, project="fence")
+    store = open_store(cfg)
+    apply_definitions(store)
+    return FeatureAccess(store)
+
+
+def test_a_sequence_write_behind_the_stored_position_is_refused(
+        redis_access: FeatureAccess) -> None:
+    """A row at a later offset of the same partition is never overwritten by an older state
+    (the late bytes of a timed-out write, a stalled member's write); the same position and
+    another partition are written; refused rows are named, the others still land."""
+    access = redis_access
+    assert access.write_sequences({1: _seq([1, 2, 3], 0, 30)}) == set()
+    assert access.write_sequences({1: _seq([1, 2], 0, 20), 2: _seq([5], 0, 21)}) == {1}
+    got = access.read_sequences([1, 2])
+    assert (got[1].item_ids, got[1].last_offset) == ([1, 2, 3], 30)
+    assert (got[2].item_ids, got[2].last_offset) == ([5], 21)
+    assert access.ranker_features(1, [7])[0] == [1, 2, 3]  # what Feast's read path serves
+    assert access.write_sequences({1: _seq([1, 2, 3], 0, 30)}) == set()  # a replay: same state
+    assert access.write_sequences({1: _seq([9], 1, 4)}) == set()  # another partition
+    assert access.read_sequences([1])[1].item_ids == [9]
+
+
+def test_fenced_rows_hold_the_bytes_feasts_own_write_would(redis_access: FeatureAccess) -> None:
+    """Each field Feast writes (its timestamp, every feature) is byte for byte what Feast's own
+    Redis store writes for the same row; the only extra field is the plain-text position."""
+    access = redis_access
+    store = access.store
+    ours = store.provider.online_store
+    stamp = datetime(2026, 12, 5, 4, 0, tzinfo=UTC)
+    values = {"hist_item_ids": ValueProto(), "last_partition": ValueProto(int64_val=2),
+              "last_offset": ValueProto(int64_val=77)}
+    values["hist_item_ids"].int64_list_val.val.extend([4, 5, 6])
+    rows = [(_key("user_id", 1), values, stamp, None)]
+    ours.online_write_batch(store.config, access._user_fv, rows, None)
+    feasts = RedisOnlineStore()
+    feasts._client = ours._get_client(store.config.online_store)  # same server, Feast's write
+    other = [(_key("user_id", 2), values, stamp, None)]
+    feasts.online_write_batch(store.config, access._user_fv, other, None)
+    client = feasts._client
+    version = store.config.entity_key_serialization_version
+    mine = client.hgetall(_redis_key(store.config.project, rows[0][0], version))
+    theirs = client.hgetall(_redis_key(store.config.project, other[0][0], version))
+    assert mine.pop(b"_pos:user_behavior_fv") == b"2:77"
+    assert mine == theirs

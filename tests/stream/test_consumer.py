@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from features.store import FeastConfig, apply_definitions, open_store
+from features.store import FeastConfig, FeatureAccess, UserSequence, apply_definitions, open_store
 from stream.consumer import StreamConsumer
 from stream.events import Event, EventType
 from stream.kafka import make_producer
@@ -302,6 +302,40 @@ def test_a_redis_that_hangs_for_a_while_pauses_the_pipeline_and_loses_nothing(
     finally:
         consumer.close()
     assert_exact(verify(settings))
+
+
+def test_a_write_behind_the_stored_position_is_refused_and_the_user_read_again(
+        settings: StreamSettings, own_redis: OwnRedis, tmp_path: Path) -> None:
+    """On Redis, a member whose cached sequence is behind the stored row (the partition's
+    new owner moved it on while this one stalled) cannot overwrite it: the write is refused,
+    counted, and the user dropped from the cache so that the next event reads the row."""
+    feast = FeastConfig(data_dir=tmp_path / "feast-redis", online_store="redis",
+                        redis_connection_string=own_redis.connection_string, project="fence")
+    apply_definitions(open_store(feast))
+    settings = settings.model_copy(update={"feast": feast})
+    produce(events_from_frame(generate(300, WORLD), id_prefix="f"), settings.kafka)
+    consumer = StreamConsumer(settings, client_id="behind")
+    try:
+        drain([consumer], settings)
+        access = FeatureAccess.open(feast)
+        user, seq = next(iter(access.read_sequences(range(1, 1000)).items()))
+        ahead = UserSequence(item_ids=[424242], cat_ids=[1], ts_ms=[1],
+                             last_partition=seq.last_partition, last_offset=10**9)
+        assert access.write_sequences({user: ahead}) == set()  # the "new owner's" row
+        refused_before = REGISTRY.get_sample_value(
+            "recstream_stream_sequence_writes_refused_total") or 0.0
+        click = Event(event_id="late-click", event_type=EventType.CLICK, user_id=user,
+                      item_id=5, category_id=1, ts=datetime.now(UTC))
+        produce([click], settings.kafka)
+        deadline = time.monotonic() + 30
+        while consumer.poll_once(timeout_ms=100) == 0:
+            assert time.monotonic() < deadline, "the click was not processed"
+        assert REGISTRY.get_sample_value(
+            "recstream_stream_sequence_writes_refused_total") == refused_before + 1
+        assert all(user not in consumer._parts[p].users for p in consumer.assigned())
+        assert access.read_sequences([user])[user].item_ids == [424242]
+    finally:
+        consumer.close()
 
 
 def _abandoned(stage: str) -> float:
