@@ -28,7 +28,9 @@ most ``socket_timeout_s`` each (``connect_timeout_s`` to connect): ~20 ms agains
 that refuses, ~2 s against one that hangs. ``socket_timeout`` or ``socket_connect_timeout``
 given in the connection string win over these defaults. Not covered: the clients of
 Sentinel's discovery (``redis_type: redis_sentinel``) and the ``glide`` read client keep
-their libraries' defaults; recstream's ``FeastConfig`` selects neither.
+their libraries' defaults, and on a Redis Cluster (``redis_type: redis_cluster``, whose
+pipelines run no scripts) rows are written by Feast's code, unfenced; recstream's
+``FeastConfig`` selects none of these.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from feast.infra.online_stores.redis import (
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from google.protobuf.timestamp_pb2 import Timestamp
+from redis import RedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ConstantBackoff
 from redis.retry import Retry
@@ -121,6 +124,10 @@ class FastFailRedisOnlineStore(RedisOnlineStore):
         """Write ``data``: rows with a position fenced (module docstring), the others as
         Feast writes them; return the indices of the refused rows."""
         cfg = _fast_fail(config.online_store)
+        client = self._get_client(cfg)
+        if isinstance(client, RedisCluster):  # its pipelines run no scripts: Feast's write
+            super().online_write_batch(config, table, list(data), progress)
+            return []
         fenced = [i for i, row in enumerate(data) if _position(cfg, row[1]) is not None]
         if len(fenced) < len(data):
             plain = set(fenced)
@@ -128,7 +135,6 @@ class FastFailRedisOnlineStore(RedisOnlineStore):
                                                        if i not in plain], progress)
         if not fenced:
             return []
-        client = self._get_client(cfg)
         view = _versioned_fv_name(table, config)
         ts_field, pos_field = f"_ts:{view}", f"_pos:{view}"
         names: dict[str, bytes] = {}
