@@ -110,7 +110,7 @@ def _one(root: Path, n: int, rounds: int, variants: list[str]) -> dict[str, Any]
         if "sqlite_feast" in per:
             per["sqlite_batched_over_feast"] = round(
                 per["sqlite_batched"]["median_ms"] / per["sqlite_feast"]["median_ms"], 3)
-        if "redis_feast" in per:
+        if "redis_feast" in per and "redis_fenced" in per:
             per["redis_fenced_over_feast"] = round(
                 per["redis_fenced"]["median_ms"] / per["redis_feast"]["median_ms"], 3)
         return per

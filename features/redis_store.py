@@ -58,13 +58,15 @@ _Type = Literal["features.redis_store.FastFailRedisOnlineStore"]
 _Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
 
 # KEYS[1] the row's hash; ARGV: position field, partition, offset, then field/value pairs.
-# Refuses (0) when the stored position is in the same partition at a later offset.
+# Refuses (0) when the stored position is in the same partition at a later offset; a stored
+# position it cannot read counts as none (the write repairs it). Sent whole with EVAL (Redis
+# caches the compiled script): EVALSHA fails with NOSCRIPT after a restart or a flush.
 _FENCED_HSET = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur then
   local sep = string.find(cur, ':', 1, true)
-  if sep and string.sub(cur, 1, sep - 1) == ARGV[2]
-      and tonumber(string.sub(cur, sep + 1)) > tonumber(ARGV[3]) then
+  local stored = sep and tonumber(string.sub(cur, sep + 1))
+  if stored and string.sub(cur, 1, sep - 1) == ARGV[2] and stored > tonumber(ARGV[3]) then
     return 0
   end
 end
@@ -138,7 +140,6 @@ class FastFailRedisOnlineStore(RedisOnlineStore):
         view = _versioned_fv_name(table, config)
         ts_field, pos_field = f"_ts:{view}", f"_pos:{view}"
         names: dict[str, bytes] = {}
-        script = client.register_script(_FENCED_HSET)
         with client.pipeline(transaction=False) as pipe:
             for i in fenced:
                 entity_key, values, stamp, _ = data[i]
@@ -153,7 +154,7 @@ class FastFailRedisOnlineStore(RedisOnlineStore):
                     if name not in names:
                         names[name] = _mmh3(f"{view}:{name}")
                     args += [names[name], value.SerializeToString()]
-                script(keys=[key], args=args, client=pipe)
+                pipe.eval(_FENCED_HSET, 1, key, *args)
                 if cfg.key_ttl_seconds:
                     pipe.expire(name=key, time=cfg.key_ttl_seconds)
             results = pipe.execute()

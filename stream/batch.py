@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ class PartitionState:
     last_event_wall: float = field(default_factory=time.monotonic)
 
 
-def forget_users(parts: Iterable[PartitionState], users: Iterable[int]) -> None:
+def forget_users(parts: Iterable[PartitionState], users: Collection[int]) -> None:
     """Drop ``users`` from the partitions' caches: their next event reads them again."""
     for part in parts:
         for user in users:

@@ -138,3 +138,21 @@ def test_fenced_rows_hold_the_bytes_feasts_own_write_would(redis_access: Feature
     theirs = client.hgetall(_redis_key(store.config.project, other[0][0], version))
     assert mine.pop(b"_pos:user_behavior_fv") == b"2:77"
     assert mine == theirs
+
+
+def test_a_flushed_script_cache_or_an_unreadable_position_does_not_block_writes(
+        redis_access: FeatureAccess) -> None:
+    """The script goes with every call (EVAL), so a Redis that restarted or flushed its
+    script cache still takes the write; a stored position it cannot read counts as none
+    and the write puts a good one back."""
+    access = redis_access
+    access.write_sequences({1: _seq([1], 0, 30)})
+    store = access.store
+    client = store.provider.online_store._get_client(store.config.online_store)
+    key = _redis_key(store.config.project, _key("user_id", 1),
+                     store.config.entity_key_serialization_version)
+    client.script_flush()
+    client.hset(key, "_pos:user_behavior_fv", "0:garbage")
+    assert access.write_sequences({1: _seq([2], 0, 10)}) == set()
+    assert client.hget(key, "_pos:user_behavior_fv") == b"0:10"
+    assert access.write_sequences({1: _seq([3], 0, 5)}) == {1}  # fenced again
