@@ -130,25 +130,24 @@ class FastFailRedisOnlineStore(RedisOnlineStore):
         if isinstance(client, RedisCluster):  # its pipelines run no scripts: Feast's write
             super().online_write_batch(config, table, list(data), progress)
             return []
-        fenced = [i for i, row in enumerate(data) if _position(cfg, row[1]) is not None]
+        positions = [_position(cfg, values) for _, values, _, _ in data]
+        fenced = {i: at for i, at in enumerate(positions) if at is not None}
         if len(fenced) < len(data):
-            plain = set(fenced)
             super().online_write_batch(config, table, [r for i, r in enumerate(data)
-                                                       if i not in plain], progress)
+                                                       if i not in fenced], progress)
         if not fenced:
             return []
         view = _versioned_fv_name(table, config)
         ts_field, pos_field = f"_ts:{view}", f"_pos:{view}"
         names: dict[str, bytes] = {}
         with client.pipeline(transaction=False) as pipe:
-            for i in fenced:
+            for i, (part, offset) in fenced.items():
                 entity_key, values, stamp, _ = data[i]
                 key = _redis_key(config.project, entity_key,
                                  entity_key_serialization_version=(
                                      config.entity_key_serialization_version))
                 ts = Timestamp()
                 ts.FromDatetime(utils.make_tzaware(stamp))
-                part, offset = _position(cfg, values) or (0, 0)  # every fenced row has one
                 args: list[Any] = [pos_field, part, offset, ts_field, ts.SerializeToString()]
                 for name, value in values.items():
                     if name not in names:
