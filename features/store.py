@@ -11,12 +11,13 @@ FeatureService. Both go through this module so that the row layout lives in one 
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import yaml
 from feast import FeatureStore, RepoConfig
@@ -47,8 +48,8 @@ def _store_errors() -> tuple[type[Exception], ...]:
 
 # What a read or write of the online store raises when it failed for now (the SQLite file
 # locked by another writer, Redis unreachable or slow); ``unavailable`` tells those apart from
-# SQLite's permanent errors of the same type. The stream consumer rewinds and retries its
-# batch, the ranking service answers 503.
+# SQLite's permanent errors of the same type, and ``FeatureAccess`` raises
+# ``StoreUnavailable`` for them.
 STORE_ERRORS = _store_errors()
 # SQLite's codes of a database another connection holds (the low byte of extended codes)
 _SQLITE_FOR_NOW = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
@@ -64,6 +65,30 @@ def unavailable(err: BaseException) -> bool:
             return "locked" in str(err) or "busy" in str(err)
         return (code & 0xFF) in _SQLITE_FOR_NOW
     return isinstance(err, STORE_ERRORS)
+
+
+class StoreUnavailable(Exception):
+    """The online store cannot be used for now (locked, down, timed out; the store's own error
+    is the cause): the stream consumer rewinds and retries its batch, the ranking service
+    answers 503. Errors a retry cannot mend (a missing table or file) are raised as they are."""
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _for_now(call: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Raise ``StoreUnavailable`` for the errors of ``call`` that mean the store is down for
+    now (:func:`unavailable`); every other error unchanged."""
+    @functools.wraps(call)
+    def wrapped(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return call(*args, **kwargs)
+        except STORE_ERRORS as err:
+            if unavailable(err):
+                raise StoreUnavailable(repr(err)) from err
+            raise
+    return wrapped
 
 
 class FeastConfig(BaseModel):
@@ -176,6 +201,7 @@ class FeatureAccess:
     def open(cls, cfg: FeastConfig) -> FeatureAccess:
         return cls(open_store(cfg))
 
+    @_for_now
     def read_sequences(self, user_ids: Iterable[int]) -> dict[int, UserSequence]:
         """Current sequences of ``user_ids``; users with no row are absent from the result."""
         ids = sorted(set(int(u) for u in user_ids))
@@ -198,6 +224,7 @@ class FeatureAccess:
             )
         return out
 
+    @_for_now
     def write_sequences(self, sequences: Mapping[int, UserSequence]) -> set[int]:
         """One online write of all ``sequences`` (the rows a push would write); return the
         users whose row the store refused because it holds a later Kafka position of the same
@@ -232,6 +259,7 @@ class FeatureAccess:
         self.store.provider.online_write_batch(self.store.config, self._user_fv, rows, None)
         return set()
 
+    @_for_now
     def write_items(self, categories: Mapping[int, int]) -> None:
         """Record each item's category (one read of the stored stamps, one online write).
 
@@ -252,6 +280,7 @@ class FeatureAccess:
             for item, key, (ts, _) in zip(items, keys, stored, strict=True)]
         self.store.provider.online_write_batch(self.store.config, self._item_fv, rows, None)
 
+    @_for_now
     def ranker_features(
         self, user_id: int, item_ids: Sequence[int]
     ) -> tuple[list[int], list[int], list[int]]:

@@ -19,7 +19,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
 
-from features.store import STORE_ERRORS, FeastConfig, FeatureAccess, unavailable
+from features.store import FeastConfig, FeatureAccess, StoreUnavailable
 from serve.routing import choose_variant
 from serve.schemas import RankRequest, RankResponse, ScoredItem
 
@@ -40,9 +40,7 @@ class FeatureReader:
         store cannot be read now (down, locked, timed out: the ingress answers 503)."""
         try:
             return self.features.ranker_features(user_id, item_ids)
-        except STORE_ERRORS as err:
-            if not unavailable(err):
-                raise  # a missing table or file: a 500, the store needs a person
+        except StoreUnavailable as err:  # a missing table or file is raised: a 500
             log.warning("feature store unavailable: %r", err)
             return None
 

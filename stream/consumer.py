@@ -26,13 +26,13 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata
 
-from features.store import STORE_ERRORS, FeatureAccess, UserSequence, unavailable
+from features.store import FeatureAccess, StoreUnavailable, UserSequence
 from stream import metrics
 from stream.batch import Batch, PartitionState, forget_users
 from stream.dlq import DeadLetter, validate
 from stream.events import EventRow, EventType, InvalidEvent
 from stream.failpoints import failpoint
-from stream.featurewrite import FeatureWriter, StoreFailed
+from stream.featurewrite import FeatureWriter
 from stream.gcfreeze import freeze_startup_heap
 from stream.kafka import make_consumer, make_producer, may_have_lost_membership
 from stream.offsets import Offsets
@@ -120,11 +120,9 @@ class StreamConsumer:
         batch.lap("validate")
         try:
             self._load_users(parsed)
-        except STORE_ERRORS as err:
-            if not unavailable(err):
-                raise  # a missing table or file: needs a person, the service stops
+        except StoreUnavailable as err:
             self._account(batch)
-            self._store_failed(polled, StoreFailed(repr(err)), "read")
+            self._store_failed(polled, err, "read")
             return 0
         batch.lap("feast_read")
         wall = time.monotonic()
@@ -141,7 +139,7 @@ class StreamConsumer:
         except _Abandoned as stage:
             self._abandon(polled, str(stage))
             return 0
-        except StoreFailed as failed:
+        except StoreUnavailable as failed:
             self._store_failed(polled, failed, "write")
             return 0
         finally:
@@ -294,7 +292,7 @@ class StreamConsumer:
         self._rewind(polled)
 
     def _store_failed(self, polled: dict[TopicPartition, list[ConsumerRecord]],
-                      failed: StoreFailed, op: str) -> None:
+                      failed: StoreUnavailable, op: str) -> None:
         """A Feast read, or the write after its retries, failed (the store down or locked):
         count it, rewind as for an abandoned batch (what reached Kafka and Feast before the
         failure is skipped on the replay by the same rules as after a crash: docs/stream.md),

@@ -11,9 +11,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from features.store import STORE_ERRORS, FeatureAccess, unavailable
+from features.store import FeatureAccess, StoreUnavailable
 from stream import metrics
 from stream.batch import Batch
 
@@ -24,10 +24,6 @@ log = logging.getLogger(__name__)
 # max_poll_interval_ms.
 STORE_BACKOFF_S, STORE_BACKOFF_MAX_S = 0.25, 2.0
 WRITE_TRIES = 5  # tries of a batch's Feast write, each after a membership check
-
-
-class StoreFailed(Exception):
-    """The online store failed the batch's read, or its write after the retries."""
 
 
 class FeatureWriter:
@@ -42,27 +38,22 @@ class FeatureWriter:
     def write(self, batch: Batch) -> float:
         """Write the batch; return the time the sequences became readable. Up to
         ``WRITE_TRIES`` tries with backoff, each after the fence (a try after the group may
-        have moved the partitions on could overwrite the new owner's rows); ``StoreFailed``
+        have moved the partitions on could overwrite the new owner's rows); ``StoreUnavailable``
         after the last."""
         tries = Retrying(stop=stop_after_attempt(WRITE_TRIES), reraise=True,
                          wait=wait_exponential(0.05, max=2),
-                         retry=retry_if_exception(unavailable),
+                         retry=retry_if_exception_type(StoreUnavailable),
                          before=lambda _: self.fence("feast"))
         done = 0.0
-        try:
-            for attempt in tries:
-                with attempt:
-                    batch.refused = self.features.write_sequences(batch.changed)
-                    done = time.time()  # the new sequences are readable from here on
-                    self.features.write_items(batch.items)
-        except STORE_ERRORS as err:
-            if not unavailable(err):
-                raise  # a missing table or file: retries cannot mend it
-            raise StoreFailed(repr(err)) from err
+        for attempt in tries:
+            with attempt:
+                batch.refused = self.features.write_sequences(batch.changed)
+                done = time.time()  # the new sequences are readable from here on
+                self.features.write_items(batch.items)
         self.backoff_s = STORE_BACKOFF_S
         return done
 
-    def failed(self, op: str, err: StoreFailed, records: int) -> None:
+    def failed(self, op: str, err: StoreUnavailable, records: int) -> None:
         """A batch's ``op`` (read, write) failed and is being rewound: log and count it."""
         log.error("the Feast online %s failed (%s): batch of %d records rewound, retried in "
                   "%.2f s", op, err, records, self.backoff_s)

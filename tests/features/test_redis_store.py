@@ -20,6 +20,7 @@ from features.store import (
     STORE_ERRORS,
     FeastConfig,
     FeatureAccess,
+    StoreUnavailable,
     UserSequence,
     _key,
     apply_definitions,
@@ -59,7 +60,8 @@ def test_a_redis_that_hangs_fails_the_call_instead_of_blocking_it(
             worker.start()
             worker.join(timeout=30)
             assert outcome, f"the {op} blocked on a hung Redis"
-            assert isinstance(outcome[0], STORE_ERRORS), (op, outcome[0])
+            assert isinstance(outcome[0], StoreUnavailable), (op, outcome[0])
+            assert isinstance(outcome[0].__cause__, STORE_ERRORS), (op, outcome[0])
     assert access.read_sequences([1])[1].item_ids == [1]
 
 

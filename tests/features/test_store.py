@@ -15,6 +15,7 @@ from features.store import (
     STORE_ERRORS,
     FeastConfig,
     FeatureAccess,
+    StoreUnavailable,
     UserSequence,
     _key,
     apply_definitions,
@@ -99,7 +100,8 @@ def test_item_category_changes_land_after_a_writer_with_a_clock_ahead(
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_an_unusable_online_store_raises_one_of_the_store_errors(kind: str,
                                                                  tmp_path: Path) -> None:
-    """What the stream consumer rewinds and retries on (``STORE_ERRORS``) covers what each
+    """What the stream consumer rewinds and retries on (``StoreUnavailable``, raised for one of
+    ``STORE_ERRORS`` that means "for now") covers what each
     store raises when it cannot be written: the SQLite file locked by another writer (after
     the store's busy timeout of 0.5 s), Redis refusing the connection (after one retry of
     the client: features/redis_store.py)."""
@@ -115,9 +117,10 @@ def test_an_unusable_online_store_raises_one_of_the_store_errors(kind: str,
         # The store waits 0.5 s for another writer's lock, not sqlite3's default 5 s.
         conn = store.provider.online_store._get_conn(store.config)
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 500
-    with pytest.raises(STORE_ERRORS) as raised:
+    with pytest.raises(StoreUnavailable) as raised:
         access.write_sequences({2: UserSequence(item_ids=[2], cat_ids=[2], ts_ms=[2])})
-    assert unavailable(raised.value)
+    cause = raised.value.__cause__
+    assert isinstance(cause, STORE_ERRORS) and unavailable(cause)
 
 
 def test_a_store_without_its_tables_is_not_unavailable_for_now(tmp_path: Path) -> None:

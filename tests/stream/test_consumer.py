@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -12,7 +11,14 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from features.store import FeastConfig, FeatureAccess, UserSequence, apply_definitions, open_store
+from features.store import (
+    FeastConfig,
+    FeatureAccess,
+    StoreUnavailable,
+    UserSequence,
+    apply_definitions,
+    open_store,
+)
 from stream.consumer import StreamConsumer
 from stream.events import Event, EventType
 from stream.kafka import make_producer
@@ -249,7 +255,7 @@ def test_an_online_store_outage_rewinds_and_replays_the_batch_without_stopping(
         def call(*args: Any, **kwargs: Any) -> Any:
             if left[op] > 0:
                 left[op] -= 1
-                raise sqlite3.OperationalError("database is locked")
+                raise StoreUnavailable("injected: database is locked")
             return real(*args, **kwargs)
         return call
 
@@ -359,7 +365,7 @@ def test_a_feast_write_retried_after_the_group_may_have_moved_on_is_abandoned(
         tries.append(time.monotonic())
         if len(tries) == 1:
             time.sleep(0.93 * settings.kafka.max_poll_interval_ms / 1000)
-            raise sqlite3.OperationalError("database is locked")
+            raise StoreUnavailable("injected: database is locked")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(consumer.features, "write_sequences", slow_failure_once)
