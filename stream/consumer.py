@@ -105,8 +105,9 @@ class StreamConsumer:
         self._restore_assigned()
         n = sum(len(recs) for recs in polled.values())
         if n == 0:
-            self.samples.flush_idle(self._parts, self.settings.attribution_window_s,
-                                    caught_up=lambda p: self.offsets.lag(p) == 0)
+            if not may_have_lost_membership(self.consumer, self.cfg):  # as a batch's writes
+                self.samples.flush_idle(self._parts, self.settings.attribution_window_s,
+                                        caught_up=lambda p: self.offsets.lag(p) == 0)
             self.offsets.commit_skipped()
             self.offsets.export_lag()
             return 0
@@ -159,16 +160,17 @@ class StreamConsumer:
         # (a future timestamp that is no longer in the future).
         if join is not None and join.dead_ahead and join.dead_ahead_hit(rec.offset):
             return self._replayed_dead(partition, batch)
+        stamp = rec.timestamp  # the record's Kafka timestamp: the same verdict on a replay
         try:
-            return validate(rec.key, rec.value, self.settings.max_future_skew_s)
+            return validate(rec.key, rec.value, self.settings.max_future_skew_s,
+                            stamp / 1000.0 if stamp is not None and stamp >= 0 else None)
         except Exception as err:  # any input the contract cannot read goes to the DLQ
             exc = err if isinstance(err, InvalidEvent) else InvalidEvent("unexpected", repr(err))
         if join is not None and rec.offset <= join.upto:
             return self._replayed_dead(partition, batch)  # its changelog record covers it
-        dead = DeadLetter(key=rec.key, value=rec.value or b"", reason=exc.reason,
-                          detail=exc.detail, source_topic=rec.topic,
-                          source_partition=partition, source_offset=rec.offset,
-                          source_group=self.settings.group_id)
+        dead = DeadLetter.of_message(rec.key, rec.value, exc, topic=rec.topic,
+                                     partition=partition, offset=rec.offset,
+                                     group=self.settings.group_id)
         batch.dead.setdefault(partition, []).append(self.samples.dead_letter(dead))
         batch.touched.add(partition)  # the changelog record carries the new ``upto``
         metrics.DLQ.labels(exc.reason).inc()
@@ -205,8 +207,10 @@ class StreamConsumer:
     def _apply(self, partition: int, offset: int, event: EventRow, batch: Batch) -> None:
         part = self._parts[partition]
         seq = part.users[event.user_id]
-        if self._known_items.get(event.item_id) != event.category_id:
-            batch.items[event.item_id] = event.category_id
+        item, cat = event.item_id, event.category_id
+        # against the batch's own value first: A known, then B and A in one batch writes A
+        if batch.items.get(item, self._known_items.get(item)) != cat:
+            batch.items[item] = cat
         outcome = "ok"
         if part.join is not None:
             if offset <= part.join.upto:

@@ -7,6 +7,13 @@ the labels of :func:`stream.events.parse_event` plus ``future_ts`` for the servi
 skew limit and ``key_mismatch`` (the key is not the user id, so the user would leave its
 partition) and ``unexpected`` (the parser failed in a way it does not label: still
 dead-lettered, never a crash). :func:`read_letters` reads them back (``recstream dlq``).
+
+A value longer than ``LETTER_VALUE_MAX`` (a key longer than ``LETTER_KEY_MAX``) is cut to that
+length, its full size in header ``value_size`` (``key_size``): a producer that compresses can
+put a record of several MB on ``events`` (the broker's limit applies to the compressed batch),
+and sent whole by the pipeline's producer it would fail the send, the batch and every replay
+of it. Such a message can never pass (``oversize`` from 4 KiB); the whole of it stays in
+``events`` at its source position for its retention.
 """
 
 from __future__ import annotations
@@ -23,30 +30,41 @@ from stream.kafka import KafkaConfig, make_consumer
 from stream.topicread import read_range
 
 _MODEL_SKEW_S = MAX_FUTURE_SKEW.total_seconds()  # the model's own future limit
+LETTER_VALUE_MAX = 64 * 1024  # well above MAX_EVENT_BYTES, well below a 1 MB record
+LETTER_KEY_MAX = 1024
 REASONS = ("empty", "oversize", "not_json", "unknown_schema_version", "future_ts",
            "invalid_field", "key_mismatch", "unexpected")
 
 
 def validate(key: bytes | None, value: bytes | None, max_future_skew_s: float,
-             now: datetime | None = None) -> EventRow:
+             now_s: float | None = None) -> EventRow:
     """Parse one message; raise :class:`InvalidEvent` with a reason when it is unusable.
+
+    ``now_s`` (epoch seconds) is the time the future limits count from, the wall clock if
+    None. The consumer passes the record's Kafka timestamp: the verdict is then a function of
+    the record alone, the same on every replay (judged by the wall clock, a ``future_ts``
+    letter replayed after its time had come would pass and be applied: docs/dlq.md). The key
+    must be the user id; a message without one is a ``key_mismatch`` (the producer's client
+    would have put it on any partition, away from the user's other events).
 
     The fast reader takes what is plainly valid (a margin of 1 ms short of the skew limits,
     so that it never accepts what the model and the check below would reject); everything
     else gets the model's verdict and reason.
     """
-    now_s = now.timestamp() if now is not None else time.time()
+    if now_s is None:
+        now_s = time.time()
     skew_s = min(max_future_skew_s, _MODEL_SKEW_S)
     row = read_fast(value, now_s + skew_s - 0.001) if value else None
     if row is None:
-        event = parse_event(value)
-        now = now or datetime.fromtimestamp(now_s, UTC)
+        now = datetime.fromtimestamp(now_s, UTC)
+        event = parse_event(value, now)
         if (event.ts - now).total_seconds() > max_future_skew_s:
             raise InvalidEvent("future_ts", f"ts {event.ts.isoformat()} is more than "
                                             f"{max_future_skew_s:g} s ahead of {now.isoformat()}")
         row = EventRow.of(event)
-    if key is not None and key != str(row.user_id).encode():
-        raise InvalidEvent("key_mismatch", f"key {key[:40]!r} is not user id {row.user_id}")
+    if key != str(row.user_id).encode():
+        raise InvalidEvent("key_mismatch", f"key {key[:40]!r} is not user id {row.user_id}"
+                           if key is not None else f"no key (must be user id {row.user_id})")
     return row
 
 
@@ -62,9 +80,23 @@ class DeadLetter:
     source_partition: int
     source_offset: int
     source_group: str = ""  # the consumer group that rejected it
+    value_size: int | None = None  # the original value's size, where ``value`` was cut
+    key_size: int | None = None  # likewise for the key
+
+    @classmethod
+    def of_message(cls, key: bytes | None, value: bytes | None, err: InvalidEvent, *,
+                   topic: str, partition: int, offset: int, group: str) -> DeadLetter:
+        """The letter of a rejected message, its key and value cut to the limits above."""
+        value = value or b""
+        return cls(key=key if key is None else key[:LETTER_KEY_MAX],
+                   value=value[:LETTER_VALUE_MAX], reason=err.reason, detail=err.detail,
+                   source_topic=topic, source_partition=partition, source_offset=offset,
+                   source_group=group,
+                   value_size=len(value) if len(value) > LETTER_VALUE_MAX else None,
+                   key_size=len(key) if key is not None and len(key) > LETTER_KEY_MAX else None)
 
     def headers(self) -> list[tuple[str, bytes]]:
-        return [
+        out = [
             ("reason", self.reason.encode()),
             ("detail", self.detail[:500].encode()),
             ("source_topic", self.source_topic.encode()),
@@ -72,6 +104,10 @@ class DeadLetter:
             ("source_offset", str(self.source_offset).encode()),
             ("source_group", self.source_group.encode()),
         ]
+        out += [(name, str(size).encode()) for name, size in
+                (("value_size", self.value_size), ("key_size", self.key_size))
+                if size is not None]
+        return out
 
     @classmethod
     def from_headers(cls, key: bytes | None, value: bytes | None,
@@ -80,7 +116,9 @@ class DeadLetter:
         h = {k: v.decode() for k, v in headers}
         return cls(key=key, value=value or b"", reason=h["reason"], detail=h["detail"],
                    source_topic=h["source_topic"], source_partition=int(h["source_partition"]),
-                   source_offset=int(h["source_offset"]), source_group=h.get("source_group", ""))
+                   source_offset=int(h["source_offset"]), source_group=h.get("source_group", ""),
+                   value_size=int(h["value_size"]) if "value_size" in h else None,
+                   key_size=int(h["key_size"]) if "key_size" in h else None)
 
     @classmethod
     def of_record(cls, rec: ConsumerRecord) -> DeadLetter | None:

@@ -21,7 +21,14 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 SCHEMA_VERSION = 1
 MAX_EVENT_BYTES = 4096
@@ -56,11 +63,15 @@ class Event(BaseModel):
 
     @field_validator("ts")
     @classmethod
-    def _utc_and_not_future(cls, value: datetime) -> datetime:
+    def _utc_and_not_future(cls, value: datetime, info: ValidationInfo) -> datetime:
+        """UTC, and not more than ``MAX_FUTURE_SKEW`` past now: the wall clock, or the
+        validation context's ``now`` (the consumer passes the record's Kafka timestamp, so that
+        a replay of the record reaches the same verdict)."""
         if value.tzinfo is None:
             raise ValueError("ts must carry a timezone (UTC), e.g. 2026-11-22T10:00:00Z")
         value = value.astimezone(UTC)
-        if value > datetime.now(UTC) + MAX_FUTURE_SKEW:
+        now = (info.context or {}).get("now") or datetime.now(UTC)
+        if value > now + MAX_FUTURE_SKEW:
             raise ValueError(f"ts {value.isoformat()} is more than {MAX_FUTURE_SKEW} in the future")
         return value
 
@@ -176,8 +187,10 @@ class InvalidEvent(ValueError):
         self.detail = detail
 
 
-def parse_event(raw: bytes | None) -> Event:
+def parse_event(raw: bytes | None, now: datetime | None = None) -> Event:
     """Validate one message value; raise :class:`InvalidEvent` with a reason label.
+
+    ``now`` (aware): the time the model's future limit counts from; the wall clock if None.
 
     Reasons: ``empty``, ``oversize``, ``not_json``, ``unknown_schema_version``,
     ``future_ts``, ``invalid_field``.
@@ -187,7 +200,7 @@ def parse_event(raw: bytes | None) -> Event:
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidEvent("oversize", f"{len(raw)} bytes > {MAX_EVENT_BYTES}")
     try:
-        return Event.model_validate_json(raw)
+        return Event.model_validate_json(raw, context=None if now is None else {"now": now})
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         first = errors[0]

@@ -52,7 +52,23 @@ from stream.settings import StreamSettings
 from stream.topicread import read_range, true_end
 
 log = logging.getLogger(__name__)
-CHUNK = 250  # samples or opened entries per record: well below the 1 MB record limit
+CHUNK = 250  # samples or opened entries per record, at most (see chunk_size)
+# What a record's samples or opened entries may take, as JSON before compression (zstd adds
+# at most ~0.4%): leaves room within Kafka's default 1 MB record limit for the rest of a
+# changelog record (its ``ahead`` ids after a crash: ~15 B each, one batch's at most).
+RECORD_BUDGET = 640 * 1024
+_ID_BYTES = 21  # an int64 in JSON, its comma included
+_TEXT_BYTES = 6 * (64 + 64 + 128)  # request_id, variant, model_version, each char escaped
+
+
+def chunk_size(max_history: int) -> int:
+    """Samples or opened entries per record: ``CHUNK``, fewer where histories of
+    ``max_history`` clicks could take a record of that many past ``RECORD_BUDGET`` (a
+    sample's JSON is at most its three history lists, its texts and ~0.5 KB of the rest):
+    126 at the default 50 clicks, 10 at 1,000, where 250 such samples (~3.9 MB of random
+    int64 ids, compressed) made a send the broker refuses, replay after replay."""
+    worst = 3 * max_history * _ID_BYTES + _TEXT_BYTES + 512
+    return max(1, min(CHUNK, RECORD_BUDGET // worst))
 
 
 def state_topic(settings: StreamSettings) -> str:
@@ -95,6 +111,7 @@ class SampleLog:
         self.dlq_topic = settings.kafka.topics.dlq
         self.n_dlq = self._partitions(self.dlq_topic)
         self.reader: KafkaConsumer = make_consumer(settings.kafka, None, client_id="joinstate")
+        self.chunk = chunk_size(settings.max_history)
 
     def _partitions(self, topic: str) -> int:
         deadline = time.monotonic() + 30
@@ -131,8 +148,8 @@ class SampleLog:
         for p, group in by_part.items():
             futures[p] = [self.producer.send(
                 self.samples_topic, key=str(p).encode(),
-                value=encode_batch(p, group[i:i + CHUNK]), partition=p % self.n_samples)
-                for i in range(0, len(group), CHUNK)]
+                value=encode_batch(p, group[i:i + self.chunk]), partition=p % self.n_samples)
+                for i in range(0, len(group), self.chunk)]
         if futures:
             self.producer.flush()
             # every send confirmed (get raises on a failed one): no sample is recorded as
@@ -208,18 +225,19 @@ class SampleLog:
                                   value=pack(record))
 
     def _send_parts(self, joins: Mapping[int, JoinState]) -> dict[int, list[int]]:
-        """Send the opened entries beyond the last CHUNK as part records (keeps records small).
+        """Send the opened entries beyond the last ``chunk`` as part records (keeps records
+        within the broker's limit).
 
         A part only counts once the final record of its batch lists it, so the parts of a
         batch that crashed before its final record are ignored by every later restore.
         """
         futures: dict[int, list[tuple[Any, list[int]]]] = {}
         for p, join in joins.items():
-            if len(join.added) <= CHUNK:
+            if len(join.added) <= self.chunk:
                 continue
             opened = list(join.added)
-            while len(opened) > CHUNK:
-                chunk, opened = opened[:CHUNK], opened[CHUNK:]
+            while len(opened) > self.chunk:
+                chunk, opened = opened[:self.chunk], opened[self.chunk:]
                 record = {"p": p, "part": True,
                           "add": [join.pending[o].to_json() for o in chunk]}
                 futures.setdefault(p, []).append((self._send_state(p, record), chunk))

@@ -416,3 +416,33 @@ def test_a_new_owner_commits_past_a_transaction_marker_left_by_the_last_commit(
     finally:
         second.close()
     assert committed_all(settings)
+
+
+def test_an_item_category_changed_and_changed_back_in_one_batch_ends_as_the_last_event_says(
+        settings: StreamSettings) -> None:
+    """Item 9 is known as category 1; one batch then says 2, then 1 again. The row must end
+    at 1: compared with the consumer's memory of the item alone, the second event looked
+    unchanged and the row was left at 2."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def click(n: int, cat: int) -> Event:
+        return Event(event_id=f"c{n}", event_type=EventType.CLICK, user_id=7, item_id=9,
+                     category_id=cat, ts=t0 + timedelta(seconds=n))
+
+    def send(*events: Event) -> None:
+        producer = make_producer(settings.kafka)
+        for ev in events:
+            producer.send(settings.kafka.topics.events, key=ev.key(), value=ev.to_bytes())
+        producer.flush()
+        producer.close()
+
+    consumer = StreamConsumer(settings, client_id="items")
+    try:
+        send(click(0, 1))
+        drain([consumer], settings)
+        send(click(1, 2), click(2, 1))
+        drain([consumer], settings)
+    finally:
+        consumer.close()
+    _, _, cats = FeatureAccess.open(settings.feast).ranker_features(7, [9])
+    assert cats == [1]

@@ -10,9 +10,10 @@ import pytest
 from kafka.errors import KafkaTimeoutError
 from kafka.producer.future import FutureRecordMetadata
 
+from features.store import FeatureAccess
 from stream import failpoints
 from stream.consumer import StreamConsumer
-from stream.dlq import DeadLetter
+from stream.dlq import LETTER_VALUE_MAX, DeadLetter
 from stream.events import MAX_EVENT_BYTES, Event, EventType
 from stream.kafka import KafkaConfig, make_producer
 from stream.settings import StreamSettings
@@ -53,6 +54,7 @@ BAD: list[tuple[str, bytes | None, bytes | None]] = [
     ("oversize", b"100", body(variant="x" * (MAX_EVENT_BYTES + 10))),
     ("empty", b"100", b""),
     ("key_mismatch", b"999", body()),
+    ("key_mismatch", None, body()),  # no key: the producer's client picks any partition
 ]
 
 
@@ -107,12 +109,9 @@ def poll_for(consumer: StreamConsumer, seconds: float) -> None:
         consumer.poll_once(timeout_ms=100)
 
 
-def test_a_replay_after_a_crash_does_not_dead_letter_twice(settings: StreamSettings) -> None:
-    """Crash after the DLQ, changelog and Feast writes but before the commit: the next
-    consumer replays the batch from the last commit and sends no dead letter again."""
-    cfg = settings.kafka
-    send_bad_and_good(cfg)
-    failpoints.configure("after_feast=1", raise_=True)
+def crash_at(settings: StreamSettings, point: str) -> None:
+    """A consumer polls until the failpoint ``point`` crashes its first batch; abandoned."""
+    failpoints.configure(f"{point}=1", raise_=True)
     first = StreamConsumer(settings, client_id="crashes")
     try:
         with pytest.raises(failpoints.Crash):
@@ -120,6 +119,14 @@ def test_a_replay_after_a_crash_does_not_dead_letter_twice(settings: StreamSetti
     finally:
         failpoints.configure("")
         abandon(first)
+
+
+def test_a_replay_after_a_crash_does_not_dead_letter_twice(settings: StreamSettings) -> None:
+    """Crash after the DLQ, changelog and Feast writes but before the commit: the next
+    consumer replays the batch from the last commit and sends no dead letter again."""
+    cfg = settings.kafka
+    send_bad_and_good(cfg)
+    crash_at(settings, "after_feast")
     assert_each_dead_lettered_once_after_a_takeover(settings)
 
 
@@ -171,3 +178,51 @@ def test_foreign_records_on_the_dlq_neither_stop_nor_silence_the_consumer(
     ours = [d.source_offset for d in read_dlq(cfg, skip_foreign=True)
             if d.source_group == settings.group_id]
     assert ours == [2 * n for n in range(len(BAD))]
+
+
+def test_a_value_too_large_to_send_whole_is_cut_in_its_letter(settings: StreamSettings) -> None:
+    """A compressing producer puts a 2 MB value on ``events`` (the broker's limit applies to
+    the compressed batch); its letter keeps the first ``LETTER_VALUE_MAX`` bytes and the size.
+    Sent whole, the letter failed the consumer's send, its batch and every replay of it."""
+    cfg = settings.kafka
+    huge = b'{"event_type": "click", "pad": "' + b"x" * 2_000_000 + b'"}'
+    producer = make_producer(cfg, compression_type="gzip", max_request_size=4_000_000)
+    producer.send(cfg.topics.events, key=b"100", value=huge, partition=0)
+    ev = good(1)
+    producer.send(cfg.topics.events, key=ev.key(), value=ev.to_bytes(), partition=0)
+    producer.flush()
+    producer.close()
+    run_to_end(settings, "cuts")
+    [letter] = read_dlq(cfg)
+    assert (letter.reason, letter.source_offset) == ("oversize", 0)
+    assert letter.value == huge[:LETTER_VALUE_MAX] and letter.value_size == len(huge)
+    assert letter.key == b"100" and letter.key_size is None
+    assert_exact(verify(settings))  # the click after it was applied
+
+
+def test_a_future_verdict_stands_on_a_replay_after_its_time_has_come(
+    settings: StreamSettings,
+) -> None:
+    """A click stamped 3 s past its record's Kafka timestamp (limit 1 s) is dead-lettered; the
+    consumer crashes after the changelog, before Feast and the commit; its successor replays
+    the batch once the click's time has passed on the wall clock. Judged by the wall clock,
+    the replay let the click through: it was applied to the sequence and stayed on the DLQ
+    (a `dlq replay` would then have applied it twice)."""
+    settings.max_future_skew_s = 1.0
+    cfg = settings.kafka
+    ahead = Event(event_id="ahead", event_type=EventType.CLICK, user_id=100, item_id=77,
+                  category_id=3, ts=datetime.now(UTC) + timedelta(seconds=3))
+    producer = make_producer(cfg)
+    producer.send(cfg.topics.events, key=ahead.key(), value=ahead.to_bytes(), partition=0)
+    for n in range(3):
+        ev = good(n)
+        producer.send(cfg.topics.events, key=ev.key(), value=ev.to_bytes(), partition=0)
+    producer.flush()
+    producer.close()
+    crash_at(settings, "after_changelog")
+    time.sleep(max(0.0, (ahead.ts - datetime.now(UTC)).total_seconds()) + 0.5)
+    run_to_end(settings, "successor")
+    assert [(d.reason, d.source_offset) for d in read_dlq(cfg)] == [("future_ts", 0)]
+    seq = FeatureAccess.open(settings.feast).read_sequences([100])[100]
+    assert 77 not in seq.item_ids
+    assert_exact(verify(settings))

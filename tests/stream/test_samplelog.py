@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from stream import failpoints, samplelog
 from stream.consumer import StreamConsumer
 from stream.kafka import make_producer
 from stream.producer import events_from_frame, produce
 from stream.recompute import compare_samples, read_topic, recompute
-from stream.samples import Sample, decode_batch, encode_batch
+from stream.samples import Sample, decode_batch, encode_batch, unpack
 from stream.settings import StreamSettings
 from stream.synthetic import SyntheticConfig, generate
 from tests.stream.conftest import (
@@ -97,3 +101,49 @@ def test_a_new_pipeline_ignores_what_the_samples_topic_held_before(
              for offset, _, v in recs if (sp, offset) not in old
              for x in decode_batch(v or b"{}")]
     assert compare_samples(expected.samples, fresh) == (0, 0, 0)
+
+
+@hsettings(max_examples=25, deadline=None)
+@given(st.integers(min_value=1, max_value=1000))
+def test_a_record_of_the_widest_samples_stays_within_the_budget(max_history: int) -> None:
+    """``chunk_size`` samples of the widest JSON there can be (int64 ids at their longest,
+    every text at its length limit in escaped control characters) encode within
+    ``RECORD_BUDGET``, compressed or not: no record the broker refuses, whatever the
+    history length."""
+    n = samplelog.chunk_size(max_history)
+    top = 2**63 - 1
+    text = "\x01" * 64
+    wide = Sample(f"{top}-{top}", top, top, top, 1, top, [top] * max_history,
+                  [top] * max_history, [top] * max_history, top, top, text, text, text * 2)
+    value = encode_batch(top, [wide] * n)
+    raw = msgspec.json.encode(unpack(value))
+    assert len(raw) <= samplelog.RECORD_BUDGET and len(value) <= samplelog.RECORD_BUDGET
+    assert n == samplelog.CHUNK or len(msgspec.json.encode(
+        {"source_partition": top, "samples": [wide] * (n + 1)})) > samplelog.RECORD_BUDGET / 2
+
+
+def test_the_idle_flush_waits_while_the_group_may_have_moved_on(
+    settings: StreamSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Open impressions past their window are not closed by an idle consumer that may have
+    lost its partitions (its samples and changelog record would race the new owner's); they
+    are once it is sure of them again."""
+    world = SyntheticConfig(n_users=20, seconds_between_events=0.2)
+    produce(events_from_frame(generate(200, world), id_prefix="i"), settings.kafka)
+    consumer = StreamConsumer(settings, client_id="idle")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not committed_all(settings):
+            consumer.poll_once(timeout_ms=100)
+        assert consumer.pending() > 0
+        open_before = consumer.pending()
+        monkeypatch.setattr("stream.consumer.may_have_lost_membership", lambda *a: True)
+        until = time.monotonic() + 2 * settings.attribution_window_s + 0.5
+        while time.monotonic() < until:
+            consumer.poll_once(timeout_ms=100)
+        assert consumer.pending() == open_before
+        monkeypatch.undo()
+        drain([consumer], settings)
+    finally:
+        consumer.close()
+    assert_exact(verify(settings))
