@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from stream.consumer import StreamConsumer
+from stream.kafka import resume
 from stream.settings import StreamSettings
 
 _GATE_STABLE_S = 1.0  # the assignment must stay unchanged this long before the start
@@ -67,7 +68,8 @@ def _worker(settings_json: str, name: str, report: Any, go: Any, stop: Any) -> N
             if consumer.assigned() != last:
                 last = consumer.assigned()
                 report.put(("assigned", name, last, time.time()))
-        consumer.consumer.resume(*consumer.consumer.assignment())
+        for tp in consumer.consumer.assignment():  # dropping what kafka-python parked
+            resume(consumer.consumer, tp)
         warm = warm_up(consumer, stop)
         first, end = time.time(), 0.0
         events = warm

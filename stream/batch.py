@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ class PartitionState:
 
     users: dict[int, UserSequence] = field(default_factory=dict)
     join: JoinState | None = None  # None until restored after the assignment
+    restoring: Future[JoinState] | None = None  # the restore under way (stream.restores)
     last_event_wall: float = field(default_factory=time.monotonic)
 
 

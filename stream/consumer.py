@@ -36,6 +36,7 @@ from stream.featurewrite import FeatureWriter
 from stream.gcfreeze import freeze_startup_heap
 from stream.kafka import make_consumer, make_producer, may_have_lost_membership
 from stream.offsets import Offsets
+from stream.restores import Restores
 from stream.samplelog import SampleLog
 from stream.sequences import apply_click, bound_caches
 from stream.settings import StreamSettings
@@ -88,6 +89,8 @@ class StreamConsumer:
         self.consumer: KafkaConsumer = make_consumer(
             self.cfg, settings.group_id, client_id=self.client_id)
         self.offsets = Offsets(self.consumer, self.topic, self._parts)
+        self.restores = Restores(self.consumer, self.topic, self.samples, self.offsets,
+                                 wait_s=min(1.0, self.cfg.max_poll_interval_ms / 4000))
         self.consumer.subscribe([self.topic], listener=_Listener(self))
         self.freshness_ms: list[float] = []  # kept for the benchmark; metrics get the same
         self.keep_freshness = False
@@ -102,7 +105,8 @@ class StreamConsumer:
         batch = Batch()
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.cfg.max_poll_records)
         batch.lap("poll")
-        self._restore_assigned()
+        self.restores.advance(self._parts)
+        polled = self.restores.hold_back(polled, self._parts)
         n = sum(len(recs) for recs in polled.values())
         if n == 0:
             if not may_have_lost_membership(self.consumer, self.cfg):  # as a batch's writes
@@ -323,16 +327,6 @@ class StreamConsumer:
                 self.consumer.seek(tp, recs[0].offset)
 
     # -- assignment, idleness -------------------------------------------------------------
-    def _restore_assigned(self) -> None:
-        """Restore the join state of newly assigned (or rewound) partitions, and take the
-        group's committed offset of a new one as this member's last commit
-        (:meth:`Offsets.adopt`)."""
-        for partition, part in self._parts.items():
-            if part.join is None:
-                part.join = self.samples.restore(partition)
-                metrics.RESTORES.inc()
-                self.offsets.adopt(TopicPartition(self.topic, partition))
-
     def assigned(self) -> list[int]:
         """Partitions this consumer owns now."""
         return sorted(self._parts)
@@ -354,5 +348,6 @@ class StreamConsumer:
             self.offsets.commit_sync()
         finally:
             self.consumer.close(autocommit=False)
+            self.restores.close()
             self.samples.reader.close()
             self.producer.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import MemberState
@@ -98,6 +98,26 @@ def make_consumer(
     }
     opts.update(overrides)
     return KafkaConsumer(*topics, **opts)
+
+
+def resume(consumer: KafkaConsumer, tp: TopicPartition) -> None:
+    """Resume ``tp`` after dropping what kafka-python parked of it while it was paused.
+
+    kafka-python 3.0.12 parks the records of a paused partition that were fetched but not
+    yet returned, and gives them back after the resume only if no other partition's
+    (drained) records are in line, which after a first poll is never: the parked partition
+    is then never fetched again and its consumption stops for good (seen: a partition
+    restored off the poll loop, lag 727, nothing returned for minutes). Dropped, they are
+    fetched again from the position. Reads kafka-python's fetcher (``_fetcher``, pinned
+    kafka-python 3.0), as :func:`may_have_lost_membership` reads its coordinator.
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    parked = getattr(fetcher, "_paused_partition_records", {})
+    records = parked.pop(tp, None)
+    if records is not None:
+        records.drain()
+    getattr(fetcher, "_paused_completed_fetches", {}).pop(tp, None)
+    consumer.resume(tp)
 
 
 def may_have_lost_membership(consumer: KafkaConsumer, cfg: KafkaConfig,
