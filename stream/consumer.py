@@ -331,6 +331,10 @@ class StreamConsumer:
         """Partitions this consumer owns now."""
         return sorted(self._parts)
 
+    def restored(self) -> bool:
+        """Whether partitions are assigned and every one's join state is restored."""
+        return bool(self._parts) and all(p.join is not None for p in self._parts.values())
+
     def pending(self) -> int:
         """Open impressions in the attribution window over the owned partitions."""
         return sum(len(p.join.pending) for p in self._parts.values() if p.join is not None)
