@@ -55,7 +55,8 @@ class _Listener(ConsumerRebalanceListener):
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         for tp in revoked:
-            self.owner._parts.pop(tp.partition, None)
+            if (state := self.owner._parts.pop(tp.partition, None)) is not None:
+                Restores.revoked(state)
             self.owner.offsets.forget(tp)
             metrics.PENDING.labels(str(tp.partition)).set(0)
         metrics.CACHED_USERS.set(self.owner.cached_users())
@@ -90,7 +91,8 @@ class StreamConsumer:
             self.cfg, settings.group_id, client_id=self.client_id)
         self.offsets = Offsets(self.consumer, self.topic, self._parts)
         self.restores = Restores(self.consumer, self.topic, self.samples, self.offsets,
-                                 wait_s=min(1.0, self.cfg.max_poll_interval_ms / 4000))
+                                 wait_s=min(1.0, self.cfg.max_poll_interval_ms / 4000),
+                                 unsure=lambda: may_have_lost_membership(self.consumer, self.cfg))
         self.consumer.subscribe([self.topic], listener=_Listener(self))
         self.freshness_ms: list[float] = []  # kept for the benchmark; metrics get the same
         self.keep_freshness = False

@@ -9,15 +9,23 @@ between two polls, that time counted against ``max_poll_interval_ms``: past 90% 
 batch was abandoned and its state dropped, so the restore began again, batch after batch,
 and past the interval kafka-python left the group. So each restore runs on a thread of its
 own (one: the restores share a reader) while its partition is paused; the consumer goes on
-polling, keeping its membership, and processing its other partitions. A poll waits for the
-restores under way for at most ``wait_s``: a short restore (the usual case) is done within
-the poll that assigned the partition, as before. Records a poll returns for a partition not
-restored yet are given back (its position sought back to them).
+polling, keeping its membership, and processing its other partitions. The poll that starts
+restores waits for them for at most ``wait_s``: a short restore (the usual case) is done
+within the poll that assigned the partition, as before. Records a poll returns for a
+partition not restored yet are given back (its position sought back to them).
+
+A restore only reads. What it leads to is done on the poll loop when it is installed, and
+only while the group cannot have moved the partitions on (``unsure``, the check a batch
+makes before its writes): the first changelog record of a partition that has none, the
+group's committed offset taken as this member's last commit, the resume, the metrics. A
+restore of a partition revoked meanwhile is cancelled if it has not begun, and its result
+dropped if it has (its state is gone from ``parts``).
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 
 from kafka import KafkaConsumer, TopicPartition
@@ -28,14 +36,16 @@ from stream.batch import PartitionState
 from stream.kafka import resume
 from stream.offsets import Offsets
 from stream.samplelog import SampleLog
+from stream.samples import JoinState
 
 
 class Restores:
     """Starts, waits for and installs the restores of ``topic``'s partitions."""
 
     def __init__(self, consumer: KafkaConsumer, topic: str, log: SampleLog, offsets: Offsets,
-                 wait_s: float) -> None:
+                 wait_s: float, unsure: Callable[[], bool]) -> None:
         self.consumer = consumer
+        self.unsure = unsure
         self.topic = topic
         self.log = log
         self.offsets = offsets
@@ -44,29 +54,49 @@ class Restores:
 
     def advance(self, parts: dict[int, PartitionState]) -> None:
         """Start the restore of each partition without join state (and pause it), wait up to
-        ``wait_s`` for those under way, and install the ones done: their join state, the
-        group's committed offset as this member's last commit (:meth:`Offsets.adopt`), the
-        partition resumed. A restore that failed raises here, as it did in the poll loop."""
+        ``wait_s`` for those started now, and install the ones done (see module docstring).
+        A restore that failed raises here, as it did in the poll loop; the partition is
+        resumed and its next poll starts the restore again."""
+        started: list[Future[JoinState]] = []
         waiting: dict[int, PartitionState] = {}
         for partition, part in parts.items():
             if part.join is not None:
                 continue
             if part.restoring is None:
                 part.restoring = self._pool.submit(self.log.restore, partition)
+                started.append(part.restoring)
                 self.consumer.pause(TopicPartition(self.topic, partition))
             waiting[partition] = part
-        if not waiting:
-            return
-        wait_for([part.restoring for part in waiting.values() if part.restoring is not None],
-                 timeout=self.wait_s)
-        for partition, part in waiting.items():
-            if part.restoring is None or not part.restoring.done():
-                continue
-            part.join, part.restoring = part.restoring.result(), None
-            metrics.RESTORES.inc()
-            tp = TopicPartition(self.topic, partition)
+        if started:
+            wait_for(started, timeout=self.wait_s)
+        done = [(p, part) for p, part in waiting.items()
+                if part.restoring is not None and part.restoring.done()]
+        if done and not self.unsure():
+            for partition, part in done:
+                self._install(partition, part)
+
+    def _install(self, partition: int, part: PartitionState) -> None:
+        """Take a finished restore's state: the first changelog record if there was none, the
+        committed offset as the last commit, the join state; the partition resumed."""
+        tp = TopicPartition(self.topic, partition)
+        future, part.restoring = part.restoring, None
+        assert future is not None
+        try:
+            join = future.result()
+            if join.unborn:
+                self.log.write_birth(partition, join)
             self.offsets.adopt(tp)
+            part.join = join
+        finally:
             resume(self.consumer, tp)
+        metrics.RESTORES.inc()
+        metrics.PENDING.labels(str(partition)).set(len(join.pending))
+
+    @staticmethod
+    def revoked(part: PartitionState) -> None:
+        """``part``'s partition was revoked: its restore is not begun if it has not been."""
+        if part.restoring is not None:
+            part.restoring.cancel()
 
     def hold_back(self, polled: dict[TopicPartition, list[ConsumerRecord]],
                   parts: dict[int, PartitionState]) -> dict[TopicPartition, list[ConsumerRecord]]:

@@ -34,7 +34,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -47,28 +48,22 @@ from stream.batch import PartitionState
 from stream.dlq import DeadLetter
 from stream.failpoints import failpoint
 from stream.kafka import make_consumer
-from stream.samples import JoinState, Pending, Sample, decode_batch, encode_batch, pack, unpack
+from stream.samples import (
+    RECORD_BYTES_MAX,
+    JoinState,
+    Pending,
+    Sample,
+    decode_batch,
+    encode_batch,
+    pack,
+    packed_runs,
+    unpack,
+)
 from stream.settings import StreamSettings
 from stream.topicread import read_range, true_end
 
 log = logging.getLogger(__name__)
-CHUNK = 250  # samples or opened entries per record, at most (see chunk_size)
-# What a record's samples or opened entries may take, as JSON before compression (zstd adds
-# at most ~0.4%): leaves room within Kafka's default 1 MB record limit for the rest of a
-# changelog record (its ``ahead`` ids after a crash: ~15 B each, one batch's at most).
-RECORD_BUDGET = 640 * 1024
-_ID_BYTES = 21  # an int64 in JSON, its comma included
-_TEXT_BYTES = 6 * (64 + 64 + 128)  # request_id, variant, model_version, each char escaped
-
-
-def chunk_size(max_history: int) -> int:
-    """Samples or opened entries per record: ``CHUNK``, fewer where histories of
-    ``max_history`` clicks could take a record of that many past ``RECORD_BUDGET`` (a
-    sample's JSON is at most its three history lists, its texts and ~0.5 KB of the rest):
-    126 at the default 50 clicks, 10 at 1,000, where 250 such samples (~3.9 MB of random
-    int64 ids, compressed) made a send the broker refuses, replay after replay."""
-    worst = 3 * max_history * _ID_BYTES + _TEXT_BYTES + 512
-    return max(1, min(CHUNK, RECORD_BUDGET // worst))
+CHUNK = 250  # samples or opened entries per record, at most (fewer: packed_runs)
 
 
 def state_topic(settings: StreamSettings) -> str:
@@ -111,7 +106,6 @@ class SampleLog:
         self.dlq_topic = settings.kafka.topics.dlq
         self.n_dlq = self._partitions(self.dlq_topic)
         self.reader: KafkaConsumer = make_consumer(settings.kafka, None, client_id="joinstate")
-        self.chunk = chunk_size(settings.max_history)
 
     def _partitions(self, topic: str) -> int:
         deadline = time.monotonic() + 30
@@ -147,9 +141,8 @@ class SampleLog:
         futures: dict[int, list[Any]] = {}
         for p, group in by_part.items():
             futures[p] = [self.producer.send(
-                self.samples_topic, key=str(p).encode(),
-                value=encode_batch(p, group[i:i + self.chunk]), partition=p % self.n_samples)
-                for i in range(0, len(group), self.chunk)]
+                self.samples_topic, key=str(p).encode(), value=value, partition=p % self.n_samples)
+                for _, value in packed_runs(group, partial(encode_batch, p), CHUNK)]
         if futures:
             self.producer.flush()
             # every send confirmed (get raises on a failed one): no sample is recorded as
@@ -166,7 +159,11 @@ class SampleLog:
         parts = self._send_parts(joins)
         sent: dict[int, Any] = {}
         for p, join in joins.items():
-            sent[p] = self._send_state(p, self._state_record(p, join, parts.get(p, [])))
+            value = pack(self._state_record(p, join, parts.get(p, [])))
+            if len(value) > RECORD_BYTES_MAX and join.added:  # long histories: all in parts
+                parts[p] = parts.get(p, []) + self._send_parts({p: join}, keep=False).get(p, [])
+                value = pack(self._state_record(p, join, parts[p]))
+            sent[p] = self._send_packed(p, value)
         if sent:
             self.producer.flush()
             failpoint("after_changelog")
@@ -209,39 +206,52 @@ class SampleLog:
         }
 
     def _birth(self, p: int, join: JoinState) -> None:
-        """First assignment of ``p`` ever: record the current ends of its samples and DLQ
+        """First assignment of ``p`` ever: take the current ends of its samples and DLQ
         partitions, so that restores look for a crashed run's output only after them (and
-        never read, or count as ours, what the topics held before this pipeline began)."""
+        never read, or count as ours, what the topics held before this pipeline began). The
+        record is written by :meth:`write_birth` when the consumer installs the state: the
+        restore runs on its own thread, and its partition may meanwhile have gone to another
+        member, whose records a late first record of ours would follow."""
         join.emit_pos = self._end(TopicPartition(self.samples_topic, p % self.n_samples))
         join.dlq_pos = self._end(TopicPartition(self.dlq_topic, p % self.n_dlq))
+        join.unborn = True
+
+    def write_birth(self, p: int, join: JoinState) -> None:
+        """Write the first changelog record of ``p`` (see :meth:`_birth`), confirmed."""
         fut = self._send_state(p, self._state_record(p, join, []))
         self.producer.flush()
         fut.get()
+        join.unborn = False
         log.info("partition %d: first assignment, changelog started", p)
 
     def _send_state(self, p: int, record: dict[str, Any]) -> Any:
-        return self.producer.send(self.state_topic, key=str(p).encode(),
-                                  partition=p % self.n_state,
-                                  value=pack(record))
+        return self._send_packed(p, pack(record))
 
-    def _send_parts(self, joins: Mapping[int, JoinState]) -> dict[int, list[int]]:
-        """Send the opened entries beyond the last ``chunk`` as part records (keeps records
-        within the broker's limit).
+    def _send_packed(self, p: int, value: bytes) -> Any:
+        return self.producer.send(self.state_topic, key=str(p).encode(),
+                                  partition=p % self.n_state, value=value)
+
+    def _send_parts(self, joins: Mapping[int, JoinState], keep: bool = True
+                    ) -> dict[int, list[int]]:
+        """Send the opened entries beyond the last ``CHUNK`` (all of them: ``keep=False``) as
+        part records (keeps records within the broker's limit: :func:`packed_runs`).
 
         A part only counts once the final record of its batch lists it, so the parts of a
         batch that crashed before its final record are ignored by every later restore.
         """
         futures: dict[int, list[tuple[Any, list[int]]]] = {}
         for p, join in joins.items():
-            if len(join.added) <= self.chunk:
+            if keep and len(join.added) <= CHUNK:
                 continue
             opened = list(join.added)
-            while len(opened) > self.chunk:
-                chunk, opened = opened[:self.chunk], opened[self.chunk:]
-                record = {"p": p, "part": True,
-                          "add": [join.pending[o].to_json() for o in chunk]}
-                futures.setdefault(p, []).append((self._send_state(p, record), chunk))
-            join.added = dict.fromkeys(opened)
+            cut = len(opened) - (len(opened) % CHUNK or CHUNK if keep else 0)
+
+            def part(run: Sequence[int], p: int = p, join: JoinState = join) -> bytes:
+                return pack({"p": p, "part": True, "add": [join.pending[o].to_json() for o in run]})
+
+            for run, value in packed_runs(opened[:cut], part, CHUNK):
+                futures.setdefault(p, []).append((self._send_packed(p, value), list(run)))
+            join.added = dict.fromkeys(opened[cut:])
         if not futures:
             return {}
         self.producer.flush()
@@ -334,7 +344,6 @@ class SampleLog:
                 join.mark_emitted(offset)
             elif offset > join.upto:
                 join.ahead.add(sid)
-        metrics.PENDING.labels(str(p)).set(len(join.pending))
         log.info("partition %d restored: %d open impressions, upto %d, %d ahead",
                  p, len(join.pending), join.upto, len(join.ahead))
         return join

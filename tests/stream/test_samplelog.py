@@ -7,20 +7,18 @@ Records are made tiny so that every batch's changelog is split into part records
 
 from __future__ import annotations
 
+import random
 import time
 
-import msgspec
 import pytest
-from hypothesis import given
-from hypothesis import settings as hsettings
-from hypothesis import strategies as st
 
 from stream import failpoints, samplelog
 from stream.consumer import StreamConsumer
 from stream.kafka import make_producer
 from stream.producer import events_from_frame, produce
 from stream.recompute import compare_samples, read_topic, recompute
-from stream.samples import Sample, decode_batch, encode_batch, unpack
+from stream.samplelog import SampleLog
+from stream.samples import RECORD_BYTES_MAX, Pending, Sample, decode_batch, encode_batch
 from stream.settings import StreamSettings
 from stream.synthetic import SyntheticConfig, generate
 from tests.stream.conftest import (
@@ -103,23 +101,43 @@ def test_a_new_pipeline_ignores_what_the_samples_topic_held_before(
     assert compare_samples(expected.samples, fresh) == (0, 0, 0)
 
 
-@hsettings(max_examples=25, deadline=None)
-@given(st.integers(min_value=1, max_value=1000))
-def test_a_record_of_the_widest_samples_stays_within_the_budget(max_history: int) -> None:
-    """``chunk_size`` samples of the widest JSON there can be (int64 ids at their longest,
-    every text at its length limit in escaped control characters) encode within
-    ``RECORD_BUDGET``, compressed or not: no record the broker refuses, whatever the
-    history length."""
-    n = samplelog.chunk_size(max_history)
-    top = 2**63 - 1
-    text = "\x01" * 64
-    wide = Sample(f"{top}-{top}", top, top, top, 1, top, [top] * max_history,
-                  [top] * max_history, [top] * max_history, top, top, text, text, text * 2)
-    value = encode_batch(top, [wide] * n)
-    raw = msgspec.json.encode(unpack(value))
-    assert len(raw) <= samplelog.RECORD_BUDGET and len(value) <= samplelog.RECORD_BUDGET
-    assert n == samplelog.CHUNK or len(msgspec.json.encode(
-        {"source_partition": top, "samples": [wide] * (n + 1)})) > samplelog.RECORD_BUDGET / 2
+def test_samples_and_changelog_records_of_long_histories_stay_within_kafkas_limit(
+    settings: StreamSettings,
+) -> None:
+    """250 samples and 250 opened impressions, each with 1,000 clicks of random int64 ids
+    (``max_history`` allows 1,000): packed 250 a record they took ~3.9 MB, which the producer
+    refuses (``MessageSizeTooLargeError``), and the batch, replayed, failed again for ever.
+    Now every record is within ``RECORD_BYTES_MAX`` and all of it reads back: the samples
+    from the samples topic, the open impressions from a restore."""
+    rng = random.Random(5)
+    n, h = 250, 1000
+    producer = make_producer(settings.kafka)
+    log = SampleLog(settings, producer)
+    try:
+        join = log.restore(0)
+        for o in range(n):
+            ids = [rng.getrandbits(62) for _ in range(2 * h)]
+            hist = (ids[:h], ids[h:], sorted(rng.getrandbits(40) for _ in range(h)))
+            join.add(Pending(o, 1 + o, 2, 3, 4, 10**15, hist))
+            join.added[o] = None
+        join.upto = n - 1
+        samples = [join.pending[o].sample(0, 0) for o in range(n)]
+        for s in samples:
+            s.source_offset += n  # other events' samples: ids apart from the open ones
+            s.sample_id = f"0-{s.source_offset}"
+        log.emit(samples, {0: join})
+        sizes = [len(v or b"") for topic in (settings.kafka.topics.samples, log.state_topic)
+                 for recs in read_topic(settings.kafka, topic).values() for _, _, v in recs]
+        assert max(sizes) <= RECORD_BYTES_MAX and sum(sizes) > 5 * RECORD_BYTES_MAX
+        back = [x for recs in read_topic(settings.kafka, settings.kafka.topics.samples).values()
+                for _, _, v in recs for x in decode_batch(v or b"{}")]
+        assert [x["hist_item_ids"] for x in back] == [s.hist_item_ids for s in samples]
+        restored = log.restore(0)
+        assert sorted(restored.pending) == list(range(n))
+        assert all(restored.pending[o].hist == join.pending[o].hist for o in range(n))
+    finally:
+        log.reader.close()
+        producer.close()
 
 
 def test_the_idle_flush_waits_while_the_group_may_have_moved_on(

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import stream.samples as samples_mod
 from features.store import UserSequence
 from stream.events import Event, EventType
 from stream.recompute import recompute
-from stream.samples import JoinState, Sample, decode_batch, encode_batch
+from stream.samples import JoinState, Sample, decode_batch, encode_batch, packed_runs
 from stream.sequences import apply_click, snapshot
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -111,3 +113,26 @@ def test_sample_records_are_zstd_json_and_gzip_and_plain_json_still_read() -> No
     plain = json.dumps({"source_partition": 0, "samples": [sample.to_dict()]}).encode()
     assert decode_batch(plain) == [sample.to_dict()]
     assert decode_batch(gzip.compress(plain)) == [sample.to_dict()]  # records of before
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=400), max_size=60),
+       st.integers(min_value=1, max_value=9), st.integers(min_value=1, max_value=900))
+def test_packed_runs_keep_the_order_and_each_record_within_the_limit(
+    sizes: list[int], size: int, limit: int
+) -> None:
+    """Items of any packed size, any run length and any limit: the runs hold every item once
+    in order, at most ``size`` each, and every record is within the limit unless it holds a
+    single item (sent as it is)."""
+    def pack_run(run: Sequence[int]) -> bytes:
+        return b"x" * sum(run)
+
+    original = samples_mod.RECORD_BYTES_MAX
+    samples_mod.RECORD_BYTES_MAX = limit
+    try:
+        runs = list(packed_runs(sizes, pack_run, size))
+    finally:
+        samples_mod.RECORD_BYTES_MAX = original
+    assert [x for run, _ in runs for x in run] == sizes
+    assert all(0 < len(run) <= size for run, _ in runs)
+    assert all(len(value) <= limit or len(run) == 1 for run, value in runs)
