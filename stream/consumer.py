@@ -92,7 +92,7 @@ class StreamConsumer:
         self.offsets = Offsets(self.consumer, self.topic, self._parts)
         self.restores = Restores(self.consumer, self.topic, self.samples, self.offsets,
                                  wait_s=min(1.0, self.cfg.max_poll_interval_ms / 4000),
-                                 unsure=lambda: may_have_lost_membership(self.consumer, self.cfg))
+                                 unsure=self._unsure)
         self.consumer.subscribe([self.topic], listener=_Listener(self))
         self.freshness_ms: list[float] = []  # kept for the benchmark; metrics get the same
         self.keep_freshness = False
@@ -111,7 +111,7 @@ class StreamConsumer:
         polled = self.restores.hold_back(polled, self._parts)
         n = sum(len(recs) for recs in polled.values())
         if n == 0:
-            if not may_have_lost_membership(self.consumer, self.cfg):  # as a batch's writes
+            if not self._unsure():  # as a batch's writes
                 self.samples.flush_idle(self._parts, self.settings.attribution_window_s,
                                         caught_up=lambda p: self.offsets.lag(p) == 0)
             self.offsets.commit_skipped()
@@ -286,9 +286,13 @@ class StreamConsumer:
             metrics.PHASE_SECONDS.labels(phase).inc(seconds)
             self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + seconds
 
+    def _unsure(self) -> bool:
+        """Whether the group may already have moved the partitions on (no write then)."""
+        return may_have_lost_membership(self.consumer, self.cfg)
+
     def _fence(self, stage: str) -> None:
         """Raise ``_Abandoned`` when the group may already have moved the partitions on."""
-        if may_have_lost_membership(self.consumer, self.cfg):
+        if self._unsure():
             raise _Abandoned(stage)
 
     def _abandon(self, polled: dict[TopicPartition, list[ConsumerRecord]], stage: str) -> None:
