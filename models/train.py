@@ -8,7 +8,6 @@ the EmbeddingBank stays frozen (no gradient, no optimizer state, bitwise unchang
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -18,21 +17,17 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from models.archs import ARCHS
 from models.bank import CAT, INIT_STD, ITEM, EmbeddingBank
-from models.base import BaseConfig, BaseModel
 from models.data.samples import SampleSet, make_batch
-from models.dien import DIEN, DIENConfig
-from models.din import DIN, DINConfig
+from models.dien import DIEN
 from models.metrics import ranking_metrics
 from models.modules._native import native
 from models.ranker import Ranker
 from models.regularization import feature_counts, mba_penalty
 
-ARCHS: dict[str, tuple[type, Callable[[Any, EmbeddingBank], Ranker]]] = {
-    "base": (BaseConfig, BaseModel),
-    "din": (DINConfig, DIN),
-    "dien": (DIENConfig, DIEN),
-}
+__all__ = ["ARCHS", "TrainConfig", "build_model", "config_overrides", "evaluate", "fit",
+           "fit_incremental", "predict", "vocab_from_frame"]
 
 
 @dataclass

@@ -1,6 +1,8 @@
-"""Checkpoints without pickle: the bank and the top net saved apart, safetensors + JSON.
+"""Checkpoint directories without pickle: the bank and the top net saved apart, safetensors + JSON.
 
-Layout of ``save_checkpoint(model, directory)``::
+The single-directory format that came before the Registry (``models.registry.core``) and that
+``recstream train --out`` and serving by directory still use. Layout of
+``save_checkpoint(model, directory)``::
 
     directory/
       bank-<version>/bank.safetensors   tables and vocabularies (version = content hash)
@@ -16,27 +18,19 @@ content hash against it, so a top never runs on the wrong embeddings.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file, save_file
-
 from models.bank import EmbeddingBank
 from models.ranker import Ranker
+from models.registry.serial import bank_from_bytes, bank_to_bytes, model_from_bytes, top_to_bytes
 
 BANK_WEIGHTS = "bank.safetensors"
 BANK_META = "bank.json"
 TOP_WEIGHTS = "top.safetensors"
 MODEL_META = "model.json"
-
-
-def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -51,10 +45,9 @@ def save_bank(bank: EmbeddingBank, root: str | Path) -> Path:
     out = Path(root) / f"bank-{version}"
     if not (out / BANK_META).is_file():
         out.mkdir(parents=True, exist_ok=True)
-        save_file(_cpu(bank.state_dict()), str(out / BANK_WEIGHTS))
-        _write_json(out / BANK_META, {
-            "version": version, "dim": bank.dim, "item_bias": bank.item_bias is not None,
-            "tables": {name: len(bank.vocab(name)) for name in bank.names}})
+        data, meta = bank_to_bytes(bank)
+        (out / BANK_WEIGHTS).write_bytes(data)
+        _write_json(out / BANK_META, meta)
     bank.version = version
     return out
 
@@ -63,24 +56,8 @@ def load_bank(bank_dir: str | Path, device: str = "cpu", frozen: bool = False) -
     """The bank saved in ``bank_dir``; checks its content hash; ``frozen`` for incremental."""
     bank_dir = Path(bank_dir)
     meta = json.loads((bank_dir / BANK_META).read_text())
-    state = load_file(str(bank_dir / BANK_WEIGHTS))
-    vocabs = {name: state[f"vocab_{name}"] for name in meta["tables"]}
-    # banks saved before the first-order item term have none ("item_bias" absent)
-    bank = EmbeddingBank(vocabs, dim=int(meta["dim"]), item_bias=bool(meta.get("item_bias")))
-    bank.load_state_dict(state)
-    if bank.content_hash() != meta["version"]:
-        raise ValueError(f"bank in {bank_dir} does not match its version {meta['version']}")
-    bank.version = meta["version"]
-    bank.to(device)
-    return bank.freeze() if frozen else bank
-
-
-def _top_hash(state: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for key, value in sorted(state.items()):
-        digest.update(key.encode())
-        digest.update(value.numpy().tobytes())
-    return digest.hexdigest()[:12]
+    return bank_from_bytes((bank_dir / BANK_WEIGHTS).read_bytes(), meta, device, frozen,
+                           where=str(bank_dir))
 
 
 def save_top(model: Ranker, directory: str | Path, bank_dir: str | Path) -> Path:
@@ -89,14 +66,12 @@ def save_top(model: Ranker, directory: str | Path, bank_dir: str | Path) -> Path
         raise ValueError("save the bank first (save_bank) so the top can reference its version")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = _cpu(model.top.state_dict())
-    save_file(state, str(directory / TOP_WEIGHTS))
-    model.top_version = _top_hash(state)
+    data, meta = top_to_bytes(model)
+    (directory / TOP_WEIGHTS).write_bytes(data)
+    model.top_version = meta["top_version"]
     rel = os.path.relpath(Path(bank_dir).resolve(), directory.resolve())
     _write_json(directory / MODEL_META, {
-        "arch": model.arch, "config": dataclasses.asdict(model.cfg),
-        "bank_version": model.bank.version, "bank_dir": rel,
-        "top_version": model.top_version})
+        **meta, "bank_version": model.bank.version, "bank_dir": rel})
     return directory
 
 
@@ -119,8 +94,6 @@ def load_checkpoint(directory: str | Path, device: str = "cpu",
     ``bank``: reuse an already loaded bank (must have the referenced version);
     ``frozen_bank``: load the bank frozen, ready for ``fit_incremental``.
     """
-    from models.train import ARCHS
-
     directory = Path(directory)
     meta = read_meta(directory)
     if bank is None:
@@ -128,13 +101,4 @@ def load_checkpoint(directory: str | Path, device: str = "cpu",
     elif bank.version != meta["bank_version"]:
         raise ValueError(f"top in {directory} needs bank {meta['bank_version']}, "
                          f"got {bank.version}")
-    cfg_cls, model_cls = ARCHS[meta["arch"]]
-    fields = {f.name for f in dataclasses.fields(cfg_cls)}
-    cfg = cfg_cls(**{k: tuple(v) if isinstance(v, list) else v
-                     for k, v in meta["config"].items() if k in fields})
-    model = model_cls(cfg, bank)
-    model.top.load_state_dict(load_file(str(directory / TOP_WEIGHTS)))
-    model.top_version = meta["top_version"]
-    model.to(device)
-    model.eval()
-    return model
+    return model_from_bytes((directory / TOP_WEIGHTS).read_bytes(), meta, bank, device)
