@@ -17,7 +17,8 @@ from rich.table import Table
 
 from features.store import FeatureAccess
 from infra import serving, stack
-from infra.train import TrainSettings, train_full
+from train.job import train_full
+from train.settings import TrainSettings
 from serve.config import ServeSettings
 from stream.producer import events_from_frame, produce
 from stream.settings import StreamSettings
@@ -75,7 +76,8 @@ def run_demo(data_dir: Path, *, keep: bool = False, events: int = 4000, rate: fl
         console.rule("3. train DIN on synthetic history (embeddings + top network)")
         world = SyntheticConfig()
         result = train_full(generate(20_000, world),
-                            TrainSettings(arch="din", out_dir=model_dir, epochs=1))
+                            TrainSettings(arch="din", out_dir=model_dir, epochs=1,
+                                          registry_root=str(sst.data_dir / "registry")))
         console.print(f"trained in {result['seconds']:.1f} s, held-out AUC {result['auc']:.3f}")
 
         console.rule(f"4. produce {events} live impressions (+ clicks) to Kafka")

@@ -12,7 +12,7 @@ allocator.
 
 The settings are process-wide and cannot be undone (setting a threshold turns glibc's
 adaptive threshold off), so ``fit`` does not touch them: the processes that are there to train
-opt in (the training job, ``infra/train.py``), and the quality benchmark applies them once,
+opt in (the training job, ``train/job.py``), and the quality benchmark applies them once,
 before either library trains, so that ours and the peer run under the same allocator.
 """
 

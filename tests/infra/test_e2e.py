@@ -20,7 +20,8 @@ import yaml
 
 from features.store import FeastConfig, FeatureAccess, repo_config
 from infra import serving
-from infra.train import TrainSettings, train_full
+from train.job import train_full
+from train.settings import TrainSettings
 from serve.config import ServeSettings
 from stream.kafka import KafkaConfig
 from stream.producer import events_from_frame, produce
@@ -76,7 +77,8 @@ def _scrape_until(port: int, needle: str, timeout: float) -> str:
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
     out = tmp_path / "models" / "din"
-    train_full(generate(3000, WORLD), TrainSettings(arch="din", out_dir=out, epochs=1))
+    train_full(generate(3000, WORLD), TrainSettings(arch="din", out_dir=out, epochs=1),
+               publish=False)
     return out
 
 

@@ -1,4 +1,4 @@
-"""infra.train: TRAIN_* settings reach the model that is trained and saved."""
+"""train.job: TRAIN_* settings reach the model that is trained and saved."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from infra.train import TrainSettings, train_full
 from models.registry import read_meta
 from stream.synthetic import SyntheticConfig, generate
+from train.job import train_full
+from train.settings import TrainSettings
 
 
 @pytest.mark.parametrize(("arch", "field", "value", "expected"), [
@@ -23,7 +24,8 @@ def test_architecture_settings_reach_the_saved_config(tmp_path: Path, arch: str,
     the other models ignore them."""
     out = tmp_path / "model"
     frame = generate(400, SyntheticConfig(n_users=20, seed=5))
-    train_full(frame, TrainSettings(arch=arch, out_dir=out, epochs=1, **{field: value}))
+    train_full(frame, TrainSettings(arch=arch, out_dir=out, epochs=1,
+                                    registry_root=str(tmp_path / "reg"), **{field: value}))
     assert read_meta(out)["config"].get(field) == expected
 
 
