@@ -37,15 +37,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from models.data.samples import SampleSet
-from models.ranker import Ranker
 from models.registry import Registry
-from models.train import TrainConfig
 from train import metrics
-from train.data import concat, to_sample_set
+from train.data import to_sample_set
 from train.feed import Record, SampleFeed
 from train.settings import TrainSettings
-from train.update import update_step
+from train.update import TopUpdater
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +70,8 @@ class IncrementalTrainer:
         self._finish_interrupted()
         self.feed = SampleFeed(s.kafka, s.group_id, self.recorded_ends())
         self.pending: list[Record] = []
-        self.buffer: SampleSet | None = None  # accepted samples the next updates replay
-        self.anchor: SampleSet | None = None  # the previous update's held-out slice
+        self.updater: TopUpdater | None = None  # once a live version exists
         self.live_vid: str | None = None
-        self.live: Ranker | None = None
         self.last_update = clock()
         self.updates = 0
 
@@ -137,7 +132,11 @@ class IncrementalTrainer:
         if vid is None:
             return False
         if vid != self.live_vid:
-            self.live = self.reg.load(vid, device=self.s.device, frozen_bank=True)
+            live = self.reg.load(vid, device=self.s.device, frozen_bank=True)
+            if self.updater is None:
+                self.updater = TopUpdater(live, self.s)
+            else:
+                self.updater.follow(live)
             self.live_vid = vid
             log.info("following live version %s", vid)
         self._set_freshness()
@@ -164,13 +163,8 @@ class IncrementalTrainer:
             log.warning("%d samples left out: %s", count, reason)
         samples = decoded.samples
         metrics.SAMPLES.labels("used").inc(len(samples))
-        cut = len(samples) - max(1, round(len(samples) * self.s.holdout_frac))
-        fresh, holdout = samples.subset(slice(0, cut)), samples.subset(slice(cut, None))
-        train_set = concat([self.buffer, fresh]) if self.buffer is not None else fresh
-        cfg = TrainConfig(epochs=1, batch_size=self.s.batch_size, lr=self.s.incremental_lr,
-                          device=self.s.device, seed=self.s.seed + self.updates)
-        assert self.live is not None
-        update = update_step(self.live, train_set, holdout, self.anchor, cfg, self.s.guard)
+        assert self.updater is not None
+        update = self.updater.propose(samples)
         verdict = update.verdict
         rng = {**self.source, "samples": len(samples),
                "partitions": _ranges(records),
@@ -185,18 +179,16 @@ class IncrementalTrainer:
                                        extra={"verdict": "promote", "reason": verdict.reason,
                                               **update.stats})
             self.reg.promote(self.s.family, version, reason=f"guard: {verdict.reason}")
-            self.live, self.live_vid = self.reg.load(version, device=self.s.device,
-                                                     bank=self.live.bank), version
-            self.buffer = _tail(concat([train_set, holdout]), self.s.buffer_samples)
-            self.anchor = _tail(concat([self.anchor, holdout]) if self.anchor is not None
-                                else holdout, self.s.anchor_samples)
+            self.updater.adopt(update, self.reg.load(version, device=self.s.device,
+                                                     bank=self.updater.live.bank))
+            self.live_vid = version
             metrics.PROMOTIONS.inc()
             metrics.REJECTED_IN_A_ROW.set(0)
         else:
             self.reg.record_rejection(self.s.family, reason=verdict.reason,
                                       metrics=verdict.metrics(),
                                       candidate_manifest={"parent": parent, "sample_range": rng,
-                                                          "arch": self.live.arch})
+                                                          "arch": self.updater.live.arch})
             metrics.REJECTIONS.labels(verdict.reason).inc()
             metrics.REJECTED_IN_A_ROW.inc()
         self.feed.commit(_ends(records))
@@ -243,11 +235,6 @@ def _ranges(records: list[Record]) -> dict[str, list[int]]:
 
 def _ends(records: list[Record]) -> dict[int, int]:
     return {int(p): end for p, (_, end) in _ranges(records).items()}
-
-
-def _tail(samples: SampleSet, n: int) -> SampleSet | None:
-    """The last ``n`` samples (None when ``n`` is 0)."""
-    return samples.subset(slice(max(0, len(samples) - n), None)) if n else None
 
 
 def main() -> int:
