@@ -255,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="benchmarks (options after the name go to it)")
     be.add_argument("which", choices=["stream", "feast", "quality"])
+
+    from infra import models_cli
+
+    models_cli.add_parser(sub)
     return p
 
 
@@ -266,8 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         args, rest = parser.parse_known_args(argv)
         return _bench(args, rest)
     args = parser.parse_args(argv)
+    from infra import models_cli
+
     handlers = {"stack": _stack, "produce": _produce, "stream": _stream, "dlq": _dlq,
-                "train": _train, "serve": _serve, "demo": _demo}
+                "train": _train, "serve": _serve, "demo": _demo, "models": models_cli.run}
     if args.cmd not in ("produce", "stream", "dlq"):
         return int(handlers[args.cmd](args))
     from kafka.errors import KafkaTimeoutError
