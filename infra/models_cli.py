@@ -1,7 +1,8 @@
 """``recstream models``: list, show, promote, roll back and clean the model registry.
 
 ``recstream models list [--family F]``, ``show VERSION``, ``promote FAMILY VERSION [--pointer
-NAME]``, ``rollback FAMILY [--pointer NAME]``, ``history FAMILY [--pointer NAME]``, ``gc``;
+NAME]``, ``rollback FAMILY [--pointer NAME]``, ``history FAMILY [--pointer NAME]``,
+``gc [--min-age SECONDS]``;
 each takes ``--root`` (default: env ``TRAIN_REGISTRY_ROOT``, else ``.recstream/registry``; a
 folder or an fsspec URL) and ``--json`` (one JSON document on stdout, for scripts; an error is
 ``{"error": ...}`` with exit status 1). Rich tables otherwise.
@@ -57,9 +58,11 @@ def add_parser(sub: Any) -> None:
         p.add_argument("--pointer", default="live", help="pointer name (default: live)")
     for p in (pr, acts.choices["rollback"]):
         p.add_argument("--reason", default="", help="kept in the pointer's history")
-    acts.add_parser("gc", parents=[common],
-                    help="remove orphans (half-published folders, temporary files); run it "
-                         "while no publisher runs")
+    gc = acts.add_parser("gc", parents=[common],
+                         help="remove orphans (half-published folders, temporary files)")
+    gc.add_argument("--min-age", type=float, default=0.0, metavar="SECONDS",
+                    help="only orphans untouched that long (a publisher may be running; "
+                         "default 0: run it while none is)")
 
 
 def _pointed(reg: Registry, family: str) -> dict[str, list[str]]:
@@ -138,7 +141,7 @@ def _history(reg: Registry, args: argparse.Namespace) -> Any:
 
 
 def _gc(reg: Registry, args: argparse.Namespace) -> Any:
-    removed = reg.gc()
+    removed = reg.gc(min_age_s=args.min_age)
     if args.json:
         return {"removed": removed}
     for path in removed:

@@ -45,7 +45,7 @@ def save_bank(bank: EmbeddingBank, root: str | Path) -> Path:
     out = Path(root) / f"bank-{version}"
     if not (out / BANK_META).is_file():
         out.mkdir(parents=True, exist_ok=True)
-        data, meta = bank_to_bytes(bank)
+        data, meta = bank_to_bytes(bank, version)
         (out / BANK_WEIGHTS).write_bytes(data)
         _write_json(out / BANK_META, meta)
     bank.version = version

@@ -90,17 +90,20 @@ class Registry(PointerOps):
         for fname, data in files.items():
             self.store.write((kind, name, fname), data)
         self.store.sync_dir(kind, name)
+        if not all(self.store.exists(kind, name, fname) for fname in files):
+            raise RegistryError(f"{kind}/{name} was removed while being published (a gc "
+                                "while a publisher runs?): nothing published")
         manifest["files"] = {fname: sha256(data) for fname, data in files.items()}
         self.store.write_json((kind, name, MANIFEST), manifest)
 
     def publish_bank(self, bank: EmbeddingBank) -> str:
         """Publishes the bank unless a complete bank of its content hash exists; sets and
         returns ``bank.version`` (the hash)."""
-        data, meta = bank_to_bytes(bank)
-        bank_id = meta.pop("version")
-        if not self.store.exists(BANKS, bank_id, MANIFEST):
+        bank_id = bank.content_hash()
+        if not self.store.exists(BANKS, bank_id, MANIFEST):  # else nothing serialized
+            data, meta = bank_to_bytes(bank, bank_id)
             self._publish_folder(BANKS, bank_id, {BANK_FILE: data}, {
-                "schema": SCHEMA, "kind": "bank", "version": bank_id, **meta,
+                "schema": SCHEMA, "kind": "bank", **meta,
                 "created_at": now().isoformat(), "code_version": detect_code_version()})
         bank.version = bank_id
         return bank_id
@@ -227,28 +230,31 @@ class Registry(PointerOps):
 
     # --- housekeeping -------------------------------------------------------------------
 
-    def gc(self) -> list[str]:
+    def gc(self, min_age_s: float = 0.0) -> list[str]:
         """Removes orphans: bank and version folders without a manifest, and temporary
-        files; returns their paths under the root. Never a complete bank or version. A
-        writer: run it when no publisher is running (it would take a half-written folder
-        for an orphan)."""
+        files; returns their paths under the root. Never a complete bank or version.
+        ``min_age_s``: only what was last written that long ago, for a gc while a publisher
+        may be running (a publish in progress looks like an orphan)."""
         removed = []
+
+        def drop(*parts: str) -> None:
+            if min_age_s <= 0 or self.store.age_s(*parts) >= min_age_s:
+                self.store.remove(*parts)
+                removed.append("/".join(parts))
+
         for kind in (BANKS, VERSIONS):
             for name in self.store.names(kind, temporaries=True):
                 if name.startswith(TMP_PREFIX) or not self.store.exists(kind, name, MANIFEST):
-                    self.store.remove(kind, name)
-                    removed.append(f"{kind}/{name}")
+                    drop(kind, name)
                     continue
                 for tmp in self.store.names(kind, name, temporaries=True):
                     if tmp.startswith(TMP_PREFIX):
-                        self.store.remove(kind, name, tmp)
-                        removed.append(f"{kind}/{name}/{tmp}")
+                        drop(kind, name, tmp)
         for kind in (POINTERS, REJECTIONS):
             for family in self.store.names(kind):
                 for tmp in self.store.names(kind, family, temporaries=True):
                     if tmp.startswith(TMP_PREFIX):
-                        self.store.remove(kind, family, tmp)
-                        removed.append(f"{kind}/{family}/{tmp}")
+                        drop(kind, family, tmp)
         return removed
 
     def check(self) -> list[str]:

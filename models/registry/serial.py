@@ -51,10 +51,10 @@ def top_hash(state: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()[:12]
 
 
-def bank_to_bytes(bank: EmbeddingBank) -> tuple[bytes, dict[str, Any]]:
-    """(safetensors bytes, meta) of a bank; meta: version (content hash), dim, item_bias,
-    tables {name: vocabulary size}."""
-    meta = {"version": bank.content_hash(), "dim": bank.dim,
+def bank_to_bytes(bank: EmbeddingBank, version: str) -> tuple[bytes, dict[str, Any]]:
+    """(safetensors bytes, meta) of a bank; meta: version (its ``content_hash()``, given),
+    dim, item_bias, tables {name: vocabulary size}."""
+    meta = {"version": version, "dim": bank.dim,
             "item_bias": bank.item_bias is not None,
             "tables": {name: len(bank.vocab(name)) for name in bank.names}}
     return save(cpu_state(bank)), meta

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
+import time
 import uuid
 from typing import Any
 
@@ -123,6 +125,26 @@ class Store:
             elif NAME_RE.fullmatch(name) and ".." not in name:
                 out.append(name)
         return sorted(out)
+
+    def age_s(self, *parts: str) -> float:
+        """Seconds since the last write to a file, or into a folder (its newest file); inf
+        where the filesystem does not say."""
+        path = self.path(*parts)
+        if self.local:
+            try:
+                stamps = [os.stat(path).st_mtime]
+                if os.path.isdir(path):
+                    stamps += [e.stat().st_mtime for e in os.scandir(path)]
+            except FileNotFoundError:
+                return math.inf
+            return time.time() - max(stamps)
+        newest = -math.inf
+        for file in self.fs.find(path):
+            try:
+                newest = max(newest, self.fs.modified(file).timestamp())
+            except (NotImplementedError, FileNotFoundError, AttributeError):
+                continue
+        return time.time() - newest
 
     def remove(self, *parts: str) -> None:
         """Removes a file or a whole folder (absent: nothing)."""

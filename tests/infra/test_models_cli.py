@@ -107,6 +107,8 @@ def test_gc_removes_orphans_only(registry: tuple[str, list[str]],
     root, vids = registry
     (Path(root) / "versions" / "din-orphan").mkdir()
     (Path(root) / "versions" / "din-orphan" / "top.safetensors").write_bytes(b"half")
+    assert _json(capsys, ["models", "gc", "--root", root, "--min-age", "600", "--json"]) == {
+        "removed": []}
     assert _json(capsys, ["models", "gc", "--root", root, "--json"]) == {
         "removed": ["versions/din-orphan"]}
     assert main(["models", "gc", "--root", root]) == 0

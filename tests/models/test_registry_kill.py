@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from models.bank import EmbeddingBank
-from models.registry import Registry, VersionNotFound
+from models.registry import Registry, RegistryError, VersionNotFound
 from models.registry.pointers import promotions
 from models.registry.store import Store
 from models.train import build_model
@@ -169,6 +169,27 @@ def test_gc_keeps_complete_versions_and_removes_orphans(root: str) -> None:
     with pytest.raises(VersionNotFound):
         reg.load("base-orphan")
     assert [m["version"] for m in reg.versions()] == [vid]
+    assert reg.gc(min_age_s=3600) == []  # too fresh: maybe a publish in progress
     assert sorted(reg.gc()) == ["banks/0123456789abcdef", "pointers/base/.tmp-live.json-1234",
                                 "versions/base-orphan"]
     assert reg.load(vid).registry_version == vid and reg.gc() == []
+
+
+def test_a_folder_removed_under_a_publisher_is_not_published(root: str,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """A gc run during a publish (against the rule) takes the half-written folder: the
+    publisher notices before writing the manifest, so no manifest lists missing files."""
+    reg = Registry(root)
+    real_sync = Store.sync_dir
+
+    def gc_meanwhile(self: Store, *parts: str) -> None:
+        real_sync(self, *parts)
+        reg.gc()
+
+    monkeypatch.setattr(Store, "sync_dir", gc_meanwhile)
+    with pytest.raises(RegistryError, match="removed while being published"):
+        reg.publish(build_model("din", EmbeddingBank(VOCAB, dim=4)), "din", parent=None,
+                    sample_range={}, metrics={})
+    monkeypatch.setattr(Store, "sync_dir", real_sync)
+    assert reg.versions() == [] and reg.banks() == [] and reg.check() == []
