@@ -237,15 +237,9 @@ def _ends(records: list[Record]) -> dict[int, int]:
     return {int(p): end for p, (_, end) in _ranges(records).items()}
 
 
-def main() -> int:
-    """``python -m train.incremental``: run the trainer in this process until SIGTERM."""
-    from train.settings import train_settings
-
+def run_here(s: TrainSettings, stop: threading.Event) -> int:
+    """Run the trainer in this process until ``stop`` is set."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    s = train_settings()
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     metrics.start_metrics_server(s.metrics_port)
     trainer = IncrementalTrainer(s)
     print(f"training {s.family} from {s.kafka.topics.samples} at {s.kafka.bootstrap_servers} "
@@ -255,6 +249,16 @@ def main() -> int:
     finally:
         trainer.close()
     return 0
+
+
+def main() -> int:
+    """``python -m train.incremental``: run the trainer in this process until SIGTERM."""
+    from train.settings import train_settings
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return run_here(train_settings(), stop)
 
 
 if __name__ == "__main__":

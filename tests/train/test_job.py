@@ -35,3 +35,25 @@ def test_architecture_settings_from_the_environment(monkeypatch: pytest.MonkeyPa
                                                     field: str) -> None:
     monkeypatch.setenv(env, "0.5")
     assert getattr(TrainSettings(), field) == 0.5
+
+
+def test_recstream_train_publishes_the_first_live_version(monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    """`recstream train` (a first model) writes the checkpoint and the family's live version;
+    a second run publishes a version but leaves live to the guard's jobs."""
+    from infra.cli import main
+    from models.registry import Registry
+    from train.settings import train_settings
+
+    monkeypatch.setenv("TRAIN_REGISTRY_ROOT", str(tmp_path / "reg"))
+    monkeypatch.setenv("TRAIN_OUT_DIR", str(tmp_path / "ckpt"))
+    train_settings.cache_clear()
+    try:
+        assert main(["train", "--source", "synthetic", "--events", "600"]) == 0
+        reg = Registry(tmp_path / "reg")
+        first = reg.pointer("din")
+        assert first is not None and read_meta(tmp_path / "ckpt")["arch"] == "din"
+        assert main(["train", "--source", "synthetic", "--events", "600"]) == 0
+        assert len(reg.versions("din")) == 2 and reg.pointer("din") == first
+    finally:
+        train_settings.cache_clear()
