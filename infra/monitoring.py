@@ -6,8 +6,9 @@ lists the stream's and the ranking service's alerts under Alerts, and the record
 (``recstream:*``) are the series to graph. In production, take ``infra/prometheus/`` into
 your own Prometheus.
 
-The rules live in ``infra/prometheus/stream_rules.yml`` (the stream consumers) and
-``serve_rules.yml`` (the ranking service); ``promtool test rules
+The rules live in ``infra/prometheus/stream_rules.yml`` (the stream consumers),
+``serve_rules.yml`` (the ranking service) and ``train_rules.yml`` (the incremental
+trainer); ``promtool test rules
 tests/infra/prometheus_rules_test.yml`` unit-tests every alert (docs/metrics.md).
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent / "prometheus"
-STREAM_JOB, RAY_JOB = "recstream-stream", "recstream-ray"
+STREAM_JOB, RAY_JOB, TRAIN_JOB = "recstream-stream", "recstream-ray", "recstream-train"
 
 
 def prometheus_binary() -> str | None:
@@ -28,14 +29,14 @@ def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
 
 
-def render_config(out: Path, *, stream_port: int, ray_port: int,
+def render_config(out: Path, *, stream_port: int, ray_port: int, train_port: int = 9103,
                   interval: str | None = None) -> Path:
     """Write ``infra/prometheus/prometheus.yml`` to ``out`` with the scrape targets on these
     ports of 127.0.0.1, the rule files by absolute path and, if given, another scrape and
     evaluation ``interval`` (for example ``"1s"`` in tests); return ``out``."""
     raw: dict[str, Any] = yaml.safe_load((CONFIG_DIR / "prometheus.yml").read_text())
     raw["rule_files"] = [str(CONFIG_DIR / name) for name in raw["rule_files"]]
-    ports = {STREAM_JOB: stream_port, RAY_JOB: ray_port}
+    ports = {STREAM_JOB: stream_port, RAY_JOB: ray_port, TRAIN_JOB: train_port}
     for job in raw["scrape_configs"]:
         job["static_configs"] = [{"targets": [f"127.0.0.1:{ports[job['job_name']]}"]}]
     if interval is not None:

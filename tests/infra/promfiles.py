@@ -13,8 +13,10 @@ from infra import monitoring
 
 RULES = monitoring.CONFIG_DIR / "stream_rules.yml"
 SERVE_RULES = monitoring.CONFIG_DIR / "serve_rules.yml"
+TRAIN_RULES = monitoring.CONFIG_DIR / "train_rules.yml"
 DASHBOARD = monitoring.CONFIG_DIR.parent / "grafana" / "stream.json"
 SERVE_DASHBOARD = monitoring.CONFIG_DIR.parent / "grafana" / "serve.json"
+TRAIN_DASHBOARD = monitoring.CONFIG_DIR.parent / "grafana" / "train.json"
 
 
 def rules_of(path: Path) -> list[dict[str, Any]]:

@@ -26,6 +26,8 @@ from tests.infra.promfiles import (
     RULES,
     SERVE_DASHBOARD,
     SERVE_RULES,
+    TRAIN_DASHBOARD,
+    TRAIN_RULES,
     dashboard_exprs,
     records,
     rules_of,
@@ -52,7 +54,8 @@ def test_the_rendered_config_and_the_rules_pass_promtool(tmp_path: Path) -> None
     raw = yaml.safe_load(config.read_text())
     targets = {job["job_name"]: job["static_configs"][0]["targets"]
                for job in raw["scrape_configs"]}
-    assert targets == {"recstream-stream": ["127.0.0.1:9201"], "recstream-ray": ["127.0.0.1:9202"]}
+    assert targets == {"recstream-stream": ["127.0.0.1:9201"], "recstream-ray": ["127.0.0.1:9202"],
+                       "recstream-train": ["127.0.0.1:9103"]}
 
 
 @needs_promtool
@@ -60,11 +63,11 @@ def test_every_alert_passes_its_unit_tests() -> None:
     res = _promtool("test", "rules", str(HERE / "prometheus_rules_test.yml"))
     assert res.returncode == 0, res.stdout + res.stderr
     tested = set(re.findall(r"alertname: (\w+)", (HERE / "prometheus_rules_test.yml").read_text()))
-    alerts = {r["alert"] for rules in (RULES, SERVE_RULES) for r in rules_of(rules)
+    alerts = {r["alert"] for rules in (RULES, SERVE_RULES, TRAIN_RULES) for r in rules_of(rules)
               if "alert" in r}
     assert alerts and alerts <= tested, f"alerts without a unit test: {alerts - tested}"
     config = yaml.safe_load((monitoring.CONFIG_DIR / "prometheus.yml").read_text())
-    assert set(config["rule_files"]) == {RULES.name, SERVE_RULES.name}
+    assert set(config["rule_files"]) == {RULES.name, SERVE_RULES.name, TRAIN_RULES.name}
 
 
 def test_the_rules_name_only_metrics_the_stream_exports() -> None:
@@ -85,6 +88,20 @@ def test_the_serve_dashboard_is_well_formed_and_reads_only_its_recorded_series()
     text = " ".join(dashboard_exprs(SERVE_DASHBOARD))
     used = set(re.findall(r"\brecstream:[\w:]+", text))
     assert used and used <= records(SERVE_RULES), used - records(SERVE_RULES)
+
+
+def test_the_train_rules_and_dashboard_name_only_what_the_trainer_exports() -> None:
+    from train import metrics as train_metrics
+
+    assert train_metrics.PROMOTIONS is not None  # registered on import
+    exported = {m.name + end for m in REGISTRY.collect()
+                for end in ("", "_total", "_bucket", "_sum", "_count")}
+    well_formed_dashboard(TRAIN_DASHBOARD)
+    text = TRAIN_RULES.read_text() + " ".join(dashboard_exprs(TRAIN_DASHBOARD))
+    used = set(re.findall(r"\brecstream_train_\w+", text))
+    assert used and used <= exported, f"not exported by train/metrics.py: {used - exported}"
+    recorded = set(re.findall(r"\brecstream:[\w:]+", " ".join(dashboard_exprs(TRAIN_DASHBOARD))))
+    assert recorded and recorded <= records(TRAIN_RULES), recorded - records(TRAIN_RULES)
 
 
 def test_the_dashboard_names_only_exported_metrics_and_recorded_series() -> None:
