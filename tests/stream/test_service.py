@@ -1,7 +1,9 @@
-"""The service process: SIGKILL at random points during a replay, /metrics, SIGTERM."""
+"""The service process: SIGKILL at random points during a replay, /metrics, SIGTERM, and
+prometheus_client's mode after Feast's import (in-process unless the deployment asks)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -11,6 +13,8 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from stream.consumer import StreamConsumer
 from stream.producer import events_from_frame, produce
@@ -103,3 +107,46 @@ def test_service_serves_metrics_and_stops_on_sigterm(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+PROBE = """
+import json, os, warnings
+import stream.service, stream.metrics
+import feast.metrics
+import prometheus_client.values as values
+stream.metrics.EVENTS.labels("click", "ok").inc()
+print(json.dumps({
+    "value_class": values.ValueClass.__name__,
+    "env": {k: v for k, v in os.environ.items() if k.upper().startswith("PROMETHEUS_MULTIPROC")},
+    "feast_dir_left": os.path.isdir(feast.metrics._prometheus_mp_dir or ""),
+    "once_deprecation": any(f[0] == "once" and f[2] is DeprecationWarning
+                            for f in warnings.filters),
+}))
+"""
+
+
+@pytest.mark.parametrize("case", ["unset", "inherited_feast_dir", "chosen"])
+def test_metrics_stay_in_process_unless_the_deployment_chose_a_directory(
+        case: str, tmp_path: Path) -> None:
+    """Importing the service (and so Feast) leaves no multiprocess directory in the
+    environment and prometheus_client in-process, removes the directory Feast made and its
+    warning filter; a directory the deployment set before the start is kept and used."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PROMETHEUS_MULTI")}
+    chosen = tmp_path / "metrics"
+    chosen.mkdir()
+    if case == "inherited_feast_dir":  # from a parent that imported Feast unguarded
+        env["PROMETHEUS_MULTIPROC_DIR"] = env["PROMETHEUS_MULTIPROCESS_DIR"] = \
+            str(tmp_path / "feast_metrics_abc123")
+    elif case == "chosen":
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(chosen)
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, text=True,
+                         capture_output=True, check=True, timeout=120).stdout
+    got = json.loads(out.splitlines()[-1])
+    assert not got["feast_dir_left"] and not got["once_deprecation"]
+    if case == "chosen":
+        assert got["env"] == {"PROMETHEUS_MULTIPROC_DIR": str(chosen)}
+        assert got["value_class"] == "MmapedValue"
+        assert any(f.name.startswith("counter_") for f in chosen.iterdir())
+    else:
+        assert got == {**got, "env": {}, "value_class": "MutexValue"}
+        assert not any(chosen.iterdir())
