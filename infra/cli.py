@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 console = Console()
 DEMO_DIR = Path(".recstream/demo")
-# kafka-python and Feast use importlib.resources APIs that warn on every start.
+# kafka-python and Feast use importlib.resources APIs that warn on every start (Feast's
+# own `simplefilter("once", ...)` at import is undone by features/_feast_env.py).
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
@@ -39,7 +40,7 @@ def _stack(args: argparse.Namespace) -> int:
             console.print(f"[red]stack up failed[/red]: {exc}")
             return 1
     elif args.action == "down":
-        stack.down(s, log=console.print)
+        stack.down(s, stop_all=args.all, log=console.print)
     else:
         st = stack.status(s)
         for line in st.lines(s):
@@ -68,7 +69,9 @@ def _produce(args: argparse.Namespace) -> int:
         except ProduceError as exc:
             console.print(f"[red]produce: {exc}[/red]")
             return 1
-    console.print(f"sent {n} events to {s.kafka.topics.events} at {s.kafka.bootstrap_servers}")
+    clicks = n - len(frame)  # one impression a row, one click more for each clicked row
+    console.print(f"sent {n} events ({len(frame)} impressions, {clicks} clicks) to "
+                  f"{s.kafka.topics.events} at {s.kafka.bootstrap_servers}")
     return 0
 
 
@@ -76,7 +79,8 @@ def _stream(args: argparse.Namespace) -> int:
     from stream.service import run_service
     from stream.settings import stream_settings
 
-    run_service(stream_settings(), threading.Event())
+    # its first line says what it consumes, flushed at once even into a file
+    run_service(stream_settings(), threading.Event(), announce=lambda s: print(s, flush=True))
     return 0
 
 
@@ -216,10 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stack", help="start, inspect or stop the local stack")
     st.add_argument("action", choices=["up", "status", "down"])
     st.add_argument("--no-ray", action="store_true", help="broker and Feast only")
+    st.add_argument("--all", action="store_true",
+                    help="down: also stop the `stream run` and `serve` processes using it")
 
     pr = sub.add_parser("produce", help="write events to Kafka")
     pr.add_argument("--source", choices=["synthetic", "movielens"], default="synthetic")
-    pr.add_argument("--events", type=int, default=10_000, help="synthetic impressions")
+    pr.add_argument("--events", type=int, default=10_000,
+                    help="synthetic impressions; each click is one event more (~1.4 events "
+                         "an impression)")
     pr.add_argument("--data", default="../shared/data/ml-100k", help="MovieLens folder")
     pr.add_argument("--limit", type=int, default=0, help="first N rows only")
     pr.add_argument("--rate", type=float, default=None, help="events per second")

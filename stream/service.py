@@ -13,6 +13,7 @@ import argparse
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from stream.consumer import StreamConsumer
@@ -23,11 +24,24 @@ from stream.settings import StreamSettings
 log = logging.getLogger(__name__)
 
 
+def describe(settings: StreamSettings) -> str:
+    """One line: what the service consumes, from where, and where its metrics are."""
+    k = settings.kafka
+    metrics = (f"http://127.0.0.1:{settings.metrics_port}/metrics" if settings.metrics_port
+               else "off (STREAM_METRICS_PORT=0)")
+    return (f"stream run: consuming {k.topics.events} as group {settings.group_id} from "
+            f"{k.bootstrap_servers} (dead letters to {k.topics.dlq}, samples to "
+            f"{k.topics.samples}); metrics {metrics}")
+
+
 def run_service(settings: StreamSettings, stop: threading.Event | None = None,
-                *, client_id: str | None = None) -> None:
+                *, client_id: str | None = None,
+                announce: Callable[[str], None] | None = None) -> None:
     """Serve /metrics on ``settings.metrics_port`` (0 = none) and consume until stopped.
 
     Stops when ``stop`` is set or, when called from the main thread, on SIGTERM/SIGINT.
+    ``announce`` gets :func:`describe`'s line once the metrics endpoint listens (the CLI
+    prints it).
     """
     stop = stop or threading.Event()
     previous: dict[signal.Signals, object] = {}
@@ -36,13 +50,15 @@ def run_service(settings: StreamSettings, stop: threading.Event | None = None,
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
     try:
         start_metrics_server(settings.metrics_port)
+        log.info("%s", describe(settings))
+        if announce is not None:
+            announce(describe(settings))
         exporter = SampleExporter(settings)
         export = threading.Thread(target=exporter.run, args=(stop,), name="samples-parquet",
                                   daemon=True)
         export.start()
         consumer = StreamConsumer(settings, client_id=client_id)
         try:
-            log.info("consuming %s as group %s", settings.kafka.topics.events, settings.group_id)
             consumer.run(stop)
         finally:
             stop.set()
