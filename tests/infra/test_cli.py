@@ -1,16 +1,22 @@
-"""The `recstream` CLI: produce to a real broker, and clear errors for bad arguments."""
+"""The `recstream` CLI: produce to a real broker, clear errors for bad arguments, `serve`'s
+one-line failures, no library warnings on the terminal."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from kafka import TopicPartition
 
+from features.store import FeastConfig
+from infra import stack
 from infra.cli import main
 from stream.kafka import KafkaConfig, make_consumer
 from stream.settings import stream_settings
@@ -42,11 +48,15 @@ def _read_all(cfg: KafkaConfig, want: int) -> list[dict]:
     return values
 
 
-def test_produce_synthetic_writes_every_event(cli_env: KafkaConfig) -> None:
+def test_produce_synthetic_writes_every_event(
+        cli_env: KafkaConfig, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--events N`` is N impressions, each click one event more: the output says both."""
     from stream.synthetic import generate
 
     assert main(["produce", "--source", "synthetic", "--events", "200", "--id-prefix", "c"]) == 0
-    want = 200 + int(generate(200).label.sum())
+    clicks = int(generate(200).label.sum())
+    want = 200 + clicks
+    assert f"sent {want} events (200 impressions, {clicks} clicks)" in capsys.readouterr().out
     got = _read_all(cli_env, want)
     assert len(got) == want
     assert sum(v["event_type"] == "impression" for v in got) == 200
@@ -169,3 +179,86 @@ def test_kafka_commands_say_which_broker_they_cannot_reach(
     out = capsys.readouterr().out
     assert f"kafka: KafkaTimeoutError: Unable to bootstrap from ['127.0.0.1:{free_tcp_port}']" \
         in out and "STREAM_KAFKA__BOOTSTRAP_SERVERS" in out
+
+
+RECSTREAM = str(Path(sys.executable).with_name("recstream"))
+
+
+def _recstream(argv: list[str], cwd: Path, timeout: float, **env: str
+               ) -> subprocess.CompletedProcess[str]:
+    """``recstream ARGV`` as a user runs it: a process of its own, output captured."""
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("STACK_", "STREAM_", "SERVE_", "TRAIN_"))}
+    return subprocess.run([RECSTREAM, *argv], cwd=cwd, env={**clean, **env}, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def test_stack_status_prints_no_library_warnings(tmp_path: Path, free_tcp_port: int) -> None:
+    res = _recstream(["stack", "status"], tmp_path, 60, STACK_KAFKA_PORT=str(free_tcp_port))
+    assert res.returncode == 1  # nothing is up
+    assert res.stderr == "" and "kafka  down" in res.stdout
+
+
+def _serve_config(tmp_path: Path, model_dir: Path) -> Path:
+    import yaml
+
+    raw = yaml.safe_load((Path(stack.__file__).with_name("serve.yaml")).read_text())
+    raw["variants"][0]["model_dir"] = str(model_dir)
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_serve_without_a_model_says_so_in_one_line(tmp_path: Path, free_tcp_port: int) -> None:
+    missing = tmp_path / "models" / "din"
+    started = time.monotonic()
+    res = _recstream(["serve"], tmp_path, 60, SERVE_CONFIG_PATH=str(_serve_config(
+        tmp_path, missing)), SERVE_RAY_ADDRESS=f"127.0.0.1:{free_tcp_port}")
+    assert res.returncode == 1 and time.monotonic() - started < 60
+    assert res.stdout.splitlines() == [
+        f"serve: no trained model at {missing}: run `recstream train` first (the serve config "
+        f"is {tmp_path / 'serve.yaml'})"], res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_serve_without_a_cluster_says_so_in_one_line(tmp_path: Path, free_tcp_port: int) -> None:
+    model = tmp_path / "models" / "din"
+    model.mkdir(parents=True)
+    (model / "model.json").write_text("{}")
+    res = _recstream(["serve"], tmp_path, 60, SERVE_CONFIG_PATH=str(_serve_config(tmp_path, model)),
+                     SERVE_RAY_ADDRESS=f"127.0.0.1:{free_tcp_port}")
+    assert res.returncode == 1
+    assert res.stdout.splitlines() == [
+        f"serve: no Ray cluster answers at 127.0.0.1:{free_tcp_port}: run `recstream stack up` "
+        "first (or set SERVE_RAY_ADDRESS)"], res.stdout + res.stderr
+
+
+def test_serve_whose_deployment_fails_exits_with_one_line_and_the_log(
+        tmp_path: Path, feast_cfg: FeastConfig, free_tcp_port_factory: Callable[[], int]
+) -> None:
+    """A real Ray head, a checkpoint its replica cannot load: Serve gives up after its
+    retries, and `recstream serve` prints one line naming the log that holds the error."""
+    ray_port, http_port = free_tcp_port_factory(), free_tcp_port_factory()
+    token = tmp_path / "ray_auth_token"
+    model = tmp_path / "models" / "din"
+    model.mkdir(parents=True)
+    (model / "model.json").write_text("{this is no checkpoint")
+    stack.start_ray(ray_port, free_tcp_port_factory(), token, num_cpus=2)
+    try:
+        started = time.monotonic()
+        res = _recstream(["serve"], tmp_path, 240, SERVE_CONFIG_PATH=str(_serve_config(
+            tmp_path, model)), SERVE_RAY_ADDRESS=f"127.0.0.1:{ray_port}",
+            SERVE_HTTP_PORT=str(http_port), SERVE_RAY_AUTH_TOKEN_PATH=str(token),
+            SERVE_FEAST__DATA_DIR=str(feast_cfg.data_dir))
+        took = time.monotonic() - started
+    finally:
+        stack.stop_ray(ray_port)
+    lines = res.stdout.splitlines()
+    assert res.returncode == 1 and len(lines) == 1, res.stdout + res.stderr
+    head, _, log = lines[0].rpartition("; full log: ")
+    assert head.startswith("serve: deploying recstream failed: Scorer_din_a could not start ("), \
+        lines
+    assert "Traceback" not in res.stdout + res.stderr
+    error = head.split("could not start (", 1)[1][:-1]  # the exception line of the replica
+    assert error in Path(log).read_text() and "Traceback" in Path(log).read_text()
+    assert took < 120, took
