@@ -208,6 +208,8 @@ def _bench(args: argparse.Namespace, rest: list[str]) -> int:
         from bench.stream import main as bench_main
     elif args.which == "feast":
         from bench.feast_write import main as bench_main
+    elif args.which == "replay":
+        from bench.replay import main as bench_main
     else:
         from bench.quality import main as bench_main
     return int(bench_main(rest))
@@ -262,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--rate", type=float, default=1000.0)
 
     be = sub.add_parser("bench", help="benchmarks (options after the name go to it)")
-    be.add_argument("which", choices=["stream", "feast", "quality"])
+    be.add_argument("which", choices=["stream", "feast", "quality", "replay"])
 
     from infra import models_cli
 
@@ -275,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     if argv[:1] == ["bench"]:
-        args, rest = parser.parse_known_args(argv)
-        return _bench(args, rest)
+        # only "bench NAME" here: the rest, --help included, is the benchmark's own
+        args = parser.parse_args(argv[:2])
+        return _bench(args, argv[2:])
     args = parser.parse_args(argv)
     from infra import models_cli
 
