@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from infra import models_cli, train_cli
+
 if TYPE_CHECKING:
     from stream.settings import StreamSettings
 
@@ -52,9 +54,9 @@ def _stack(args: argparse.Namespace) -> int:
 def _produce(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from infra.train import load_frame
     from stream.producer import ProduceError, events_from_frame, produce
     from stream.settings import stream_settings
+    from train.job import load_frame
 
     s = stream_settings()
     frame = load_frame(args.source, args.events, Path(args.data))
@@ -162,19 +164,6 @@ def _dlq_replay(args: argparse.Namespace, settings: StreamSettings) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from infra.train import load_frame, train_full, train_settings
-
-    s = train_settings()
-    if args.arch:
-        s = s.model_copy(update={"arch": args.arch})
-    if args.out:
-        s = s.model_copy(update={"out_dir": Path(args.out)})
-    frame = load_frame(args.source, args.events, Path(args.data or s.ml100k_dir))
-    console.print_json(json.dumps(train_full(frame, s)))
-    return 0
-
-
 def _use_ray_token(path: Path | None) -> None:
     """Export the cluster token settings; must run before anything imports ray."""
     import os
@@ -249,12 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--limit", type=int, default=20, help="letters listed, the last N (0: all)")
     dl.add_argument("--json", action="store_true", help="JSON lines, original bytes included")
 
-    tr = sub.add_parser("train", help="full training, checkpoint to TRAIN_OUT_DIR")
-    tr.add_argument("--source", choices=["synthetic", "movielens"], default="synthetic")
-    tr.add_argument("--events", type=int, default=20_000)
-    tr.add_argument("--data", default=None)
-    tr.add_argument("--arch", choices=["base", "din", "dien"], default=None)
-    tr.add_argument("--out", default=None)
+    train_cli.add_parser(sub)
 
     sub.add_parser("serve", help="run the Ray Serve app until interrupted")
 
@@ -265,8 +249,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="benchmarks (options after the name go to it)")
     be.add_argument("which", choices=["stream", "feast", "quality", "replay"])
-
-    from infra import models_cli
 
     models_cli.add_parser(sub)
     return p
@@ -281,10 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv[:2])
         return _bench(args, argv[2:])
     args = parser.parse_args(argv)
-    from infra import models_cli
-
     handlers = {"stack": _stack, "produce": _produce, "stream": _stream, "dlq": _dlq,
-                "train": _train, "serve": _serve, "demo": _demo, "models": models_cli.run}
+                "train": train_cli.run, "serve": _serve, "demo": _demo, "models": models_cli.run}
     if args.cmd not in ("produce", "stream", "dlq"):
         return int(handlers[args.cmd](args))
     from kafka.errors import KafkaTimeoutError

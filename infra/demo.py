@@ -17,12 +17,13 @@ from rich.table import Table
 
 from features.store import FeatureAccess
 from infra import serving, stack
-from train.job import train_full
-from train.settings import TrainSettings
+from models.registry import Registry
 from serve.config import ServeSettings
 from stream.producer import events_from_frame, produce
 from stream.settings import StreamSettings
 from stream.synthetic import SyntheticConfig, generate
+from train.job import train_full
+from train.settings import TrainSettings
 
 console = Console()
 
@@ -78,7 +79,10 @@ def run_demo(data_dir: Path, *, keep: bool = False, events: int = 4000, rate: fl
         result = train_full(generate(20_000, world),
                             TrainSettings(arch="din", out_dir=model_dir, epochs=1,
                                           registry_root=str(sst.data_dir / "registry")))
-        console.print(f"trained in {result['seconds']:.1f} s, held-out AUC {result['auc']:.3f}")
+        Registry(sst.data_dir / "registry").promote("din", result["version"],
+                                                    reason="the demo's model")
+        console.print(f"trained in {result['seconds']:.1f} s, held-out AUC {result['auc']:.3f}"
+                      f", live version {result['version']}")
 
         console.rule(f"4. produce {events} live impressions (+ clicks) to Kafka")
         live = generate(events, SyntheticConfig(seed=world.seed + 1))
@@ -97,8 +101,8 @@ def run_demo(data_dir: Path, *, keep: bool = False, events: int = 4000, rate: fl
         console.rule("5. Ray Serve: POST /rank over HTTP")
         s = ServeSettings(feast=sst.feast, ray_address=stack.ray_address(sst.ray_port),
                           ray_auth_token_path=sst.ray_token_path,
+                          registry_root=str(sst.data_dir / "registry"),
                           config_path=Path(__file__).with_name("serve.yaml"))
-        _write_serve_config(s, model_dir)
         base = serving.deploy(s)
         candidates = sorted(set(live.item_id.sample(20, random_state=1).tolist())
                             | set(clicks[clicks.user_id == user].item_id.tail(5).tolist()))
@@ -119,14 +123,3 @@ def run_demo(data_dir: Path, *, keep: bool = False, events: int = 4000, rate: fl
             console.rule("6. shutting down")
             serving.shutdown()
             stack.down(sst, log=console.print)
-
-
-def _write_serve_config(s: ServeSettings, model_dir: Path) -> None:
-    """A serve config for the demo: the shipped one, pointed at the demo's checkpoint."""
-    import yaml
-
-    raw = yaml.safe_load(s.config_path.read_text())
-    raw["variants"][0]["model_dir"] = str(model_dir.resolve())
-    out = model_dir.parent / "serve.yaml"
-    out.write_text(yaml.safe_dump(raw))
-    s.config_path = out

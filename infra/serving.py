@@ -40,10 +40,25 @@ class DeployError(RuntimeError):
         self.log = log
 
 
-def missing_models(cfg: AppConfig) -> list[Path]:
-    """The variants' model directories that hold no checkpoint (absent or empty)."""
-    return [v.model_dir for v in cfg.variants
-            if not (v.model_dir.is_dir() and any(v.model_dir.iterdir()))]
+def missing_models(cfg: AppConfig, registry_root: str) -> list[str]:
+    """The variants' models that are not there: a model directory without a checkpoint
+    (absent or empty), a registry pointer that names no version, an unknown version."""
+    from models.registry import Registry, VersionNotFound
+
+    missing: list[str] = []
+    registry = Registry(registry_root)
+    for v in cfg.variants:
+        if v.model_dir is not None:
+            if not (v.model_dir.is_dir() and any(v.model_dir.iterdir())):
+                missing.append(str(v.model_dir))
+        elif v.version is not None:
+            try:
+                registry.manifest(v.version)
+            except VersionNotFound:
+                missing.append(f"version {v.version} in the registry {registry_root}")
+        elif registry.pointer(str(v.family), v.pointer) is None:
+            missing.append(f"{v.family}/{v.pointer} in the registry {registry_root}")
+    return missing
 
 
 def deploy(s: ServeSettings, *, namespace: str = "recstream",
@@ -55,7 +70,7 @@ def deploy(s: ServeSettings, *, namespace: str = "recstream",
     :class:`DeployError` before touching the cluster when a variant has no checkpoint.
     """
     cfg = load_app_config(s.config_path)
-    if missing := missing_models(cfg):
+    if missing := missing_models(cfg, s.registry_root):
         raise DeployError(f"no trained model at {missing[0]}: run `recstream train` first "
                           f"(the serve config is {s.config_path})")
     if not ray.is_initialized():
@@ -72,7 +87,8 @@ def deploy(s: ServeSettings, *, namespace: str = "recstream",
     deadline = time.monotonic() + timeout_s
     try:
         serve.start(http_options={"host": s.http_host, "port": s.http_port})
-        _run_until(lambda: serve.run(build_app(cfg, s.feast, gpus_available=gpus),
+        _run_until(lambda: serve.run(build_app(cfg, s.feast, registry_root=s.registry_root,
+                                                       gpus_available=gpus),
                                      name=cfg.name, route_prefix=cfg.route_prefix), deadline)
         base = f"http://{s.http_host}:{s.http_port}{cfg.route_prefix.rstrip('/')}"
         _wait_healthy(base, max(deadline - time.monotonic(), 1.0))

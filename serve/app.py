@@ -10,7 +10,9 @@ from ray.serve import Application
 
 from features.store import FeastConfig
 from serve.config import AppConfig
-from serve.deployments import FeatureReader, Ranker, Scorer
+from serve.deployments import FeatureReader, Ranker
+from serve.scorer import Scorer
+from serve.watch import RegistryWatcher
 
 
 def _gpus(setting: float | str, gpus_available: bool) -> float:
@@ -19,8 +21,14 @@ def _gpus(setting: float | str, gpus_available: bool) -> float:
     return float(setting)
 
 
-def build_app(cfg: AppConfig, feast: FeastConfig, *, gpus_available: bool = False) -> Application:
-    """The serving graph for ``cfg``; ``gpus_available`` resolves ``gpus_per_replica: auto``."""
+def build_app(cfg: AppConfig, feast: FeastConfig, *, registry_root: str = ".recstream/registry",
+              gpus_available: bool = False) -> Application:
+    """The serving graph for ``cfg``; ``gpus_available`` resolves ``gpus_per_replica: auto``;
+    variants that follow a registry pointer read it from ``registry_root`` (one watcher)."""
+    follows = any(v.family is not None and v.version is None for v in cfg.variants)
+    watcher = RegistryWatcher.options(  # type: ignore[attr-defined]
+        ray_actor_options={"num_cpus": 0}
+    ).bind(registry_root, cfg.reload_poll_s) if follows else None
     reader = FeatureReader.options(  # type: ignore[attr-defined]
         ray_actor_options={"num_cpus": cfg.reader_cpus}
     ).bind(feast.model_dump(mode="json"))
@@ -31,7 +39,7 @@ def build_app(cfg: AppConfig, feast: FeastConfig, *, gpus_available: bool = Fals
             ray_actor_options={"num_gpus": _gpus(v.gpus_per_replica, gpus_available),
                                "num_cpus": v.cpus_per_replica},
             user_config=v.batch.model_dump(),
-        ).bind(str(v.model_dir), cfg.max_history)
+        ).bind(v.name, v.source(), cfg.max_history, registry_root, watcher)
         for v in cfg.variants
     }
     weights = {v.name: v.weight for v in cfg.variants}

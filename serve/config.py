@@ -24,16 +24,34 @@ class BatchConfig(BaseModel):
 
 
 class VariantConfig(BaseModel):
-    """One model variant of an A/B test."""
+    """One model variant of an A/B test: a registry pointer it follows (``family`` +
+    ``pointer``, e.g. ``din`` / ``live``), a pinned registry ``version``, or a checkpoint
+    folder ``model_dir`` loaded once."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    model_dir: Path
+    model_dir: Path | None = None
+    family: str | None = None
+    pointer: str = "live"
+    version: str | None = None
     weight: float = Field(default=1.0, ge=0)
     num_replicas: int = Field(default=1, ge=1)
     cpus_per_replica: float = Field(default=0.5, ge=0)
     # "auto": one GPU per replica where the cluster has GPUs, else CPU.
     gpus_per_replica: float | str = "auto"
     batch: BatchConfig = Field(default_factory=BatchConfig)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> VariantConfig:
+        if (self.model_dir is None) == (self.family is None and self.version is None):
+            raise ValueError(f"variant {self.name}: give model_dir, or family (+ pointer) "
+                             "or version of the registry, not both")
+        return self
+
+    def source(self) -> dict[str, str | None]:
+        """What the scorer loads: ``{"model_dir"}`` or ``{"family", "pointer", "version"}``."""
+        if self.model_dir is not None:
+            return {"model_dir": str(self.model_dir)}
+        return {"family": self.family, "pointer": self.pointer, "version": self.version}
 
 
 class AppConfig(BaseModel):
@@ -47,6 +65,8 @@ class AppConfig(BaseModel):
     ingress_cpus: float = Field(default=0.25, ge=0)
     reader_cpus: float = Field(default=0.25, ge=0)
     variants: list[VariantConfig] = Field(min_length=1)
+    # How often the registry's pointers are read (by one watcher, whatever the replicas).
+    reload_poll_s: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> AppConfig:
@@ -68,6 +88,8 @@ class ServeSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     ray_address: str = "127.0.0.1:6390"
+    # The model registry the variants' pointers are read from (a folder or an fsspec URL).
+    registry_root: str = ".recstream/registry"
     # Token of a cluster with token authentication (the local stack writes this file).
     ray_auth_token_path: Path | None = Path(".recstream/ray_auth_token")
 
@@ -83,6 +105,6 @@ def load_app_config(path: Path, base_dir: Path | None = None) -> AppConfig:
     cfg = AppConfig.model_validate(yaml.safe_load(path.read_text()))
     base = base_dir or Path.cwd()
     for v in cfg.variants:
-        if not v.model_dir.is_absolute():
+        if v.model_dir is not None and not v.model_dir.is_absolute():
             v.model_dir = (base / v.model_dir).resolve()
     return cfg

@@ -1,8 +1,9 @@
 """Ray Serve deployments, one per stage: feature reading, scoring, and the HTTP ingress.
 
 ``Ranker`` (ingress, FastAPI) picks the user's A/B variant, asks ``FeatureReader`` for the
-``ranker_v1`` features from Feast, and sends them to that variant's ``Scorer``, which
-batches requests (limits in ``user_config``) and runs the DIN/DIEN model on GPU or CPU.
+``ranker_v1`` features from Feast, and sends them to that variant's ``Scorer``
+(:mod:`serve.scorer`), which batches requests (limits in ``user_config``), runs the DIN/DIEN
+model on GPU or CPU and follows its registry pointer.
 
 No ``from __future__ import annotations`` here: FastAPI inside ``serve.ingress`` needs the
 real annotation objects to see that ``RankRequest`` is the request body.
@@ -11,7 +12,6 @@ real annotation objects to see that ``RankRequest`` is the request body.
 import logging
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
@@ -43,41 +43,6 @@ class FeatureReader:
         except StoreUnavailable as err:  # a missing table or file is raised: a 500
             log.warning("feature store unavailable: %r", err)
             return None
-
-
-@serve.deployment
-class Scorer:
-    """One model variant; requests from many users are batched into one forward pass."""
-
-    def __init__(self, model_dir: str, max_history: int) -> None:
-        import torch
-
-        from models.registry import load_checkpoint
-
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = load_checkpoint(Path(model_dir), device=self.device)
-        self.version = str(getattr(self.model, "version", None) or Path(model_dir).name)
-        self.max_history = max_history
-
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        self.score_batch.set_max_batch_size(  # type: ignore[attr-defined]
-            int(user_config["max_batch_size"]))
-        self.score_batch.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
-            float(user_config["batch_wait_timeout_s"]))
-
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def score_batch(
-        self, requests: list[tuple[list[int], list[int], list[int], list[int]]]
-    ) -> list[list[float]]:
-        from models.inference import score_batch
-
-        scores = score_batch(self.model, requests, max_len=self.max_history)
-        return [s.tolist() for s in scores]
-
-    async def score(self, hist_items: list[int], hist_cats: list[int], items: list[int],
-                    cats: list[int]) -> tuple[list[float], str]:
-        scores: list[float] = await self.score_batch((hist_items, hist_cats, items, cats))
-        return scores, self.version
 
 
 @serve.deployment
@@ -122,8 +87,8 @@ class Ranker:
             raise HTTPException(503, "the feature store cannot be read now; retry shortly",
                                 headers={"Retry-After": "1"})
         hist_items, hist_cats, cats = fetched
-        scores, version = await self.scorers[variant].score.remote(hist_items, hist_cats,
-                                                                   items, cats)
+        scores, version, bank = await self.scorers[variant].score.remote(
+            hist_items, hist_cats, items, cats)
         ranked = sorted(zip(items, scores, strict=True), key=lambda p: p[1], reverse=True)
         if req.k is not None:
             ranked = ranked[: req.k]
@@ -135,6 +100,7 @@ class Ranker:
             request_id=req.request_id or uuid.uuid4().hex,
             variant=variant,
             model_version=version,
+            bank_version=bank,
             history_length=len(hist_items),
             items=[ScoredItem(item_id=i, score=float(s)) for i, s in ranked],
         )

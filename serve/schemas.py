@@ -31,5 +31,6 @@ class RankResponse(BaseModel):
     request_id: str
     variant: str
     model_version: str
+    bank_version: str | None = None
     history_length: int
     items: list[ScoredItem]

@@ -10,10 +10,31 @@ from pydantic import ValidationError
 from serve.config import AppConfig, ServeSettings, load_app_config
 
 
+def _write(tmp_path: Path, variants: list[dict]) -> Path:
+    import yaml
+
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump({"variants": variants}))
+    return path
+
 def test_shipped_config_parses_and_resolves_model_dirs(tmp_path: Path) -> None:
     cfg = load_app_config(ServeSettings().config_path, base_dir=tmp_path)
-    assert cfg.variants and all(v.model_dir.is_absolute() for v in cfg.variants)
+    assert cfg.variants and all(v.model_dir is None or v.model_dir.is_absolute()
+                                for v in cfg.variants)
     assert all(v.batch.max_batch_size >= 1 for v in cfg.variants)
+    assert cfg.variants[0].source() == {"family": "din", "pointer": "live", "version": None}
+    rel = load_app_config(_write(tmp_path, [{"name": "a", "model_dir": "m"}]), tmp_path)
+    assert rel.variants[0].model_dir == (tmp_path / "m").resolve()
+
+
+@pytest.mark.parametrize("variant", [
+    {"name": "a"},  # no model at all
+    {"name": "a", "model_dir": "m", "family": "din"},  # two
+    {"name": "a", "model_dir": "m", "version": "din-1"},
+])
+def test_a_variant_names_exactly_one_model(variant: dict, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="model_dir, or family"):
+        load_app_config(_write(tmp_path, [variant]), tmp_path)
 
 
 @pytest.mark.parametrize(
