@@ -1,4 +1,5 @@
-"""What the stream consumer holds per partition and per micro-batch (plain state, no I/O).
+"""What the stream consumer holds per micro-batch (plain state, no I/O); what it holds per
+partition is :mod:`stream.partitions`.
 
 Run: made and used by :class:`stream.consumer.StreamConsumer` only.
 """
@@ -7,8 +8,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,24 +16,7 @@ from kafka.structs import OffsetAndMetadata
 
 from features.store import UserSequence
 from stream.events import EventType
-from stream.samples import JoinState, Sample
-
-
-@dataclass
-class PartitionState:
-    """What this consumer holds for one assigned partition."""
-
-    users: dict[int, UserSequence] = field(default_factory=dict)
-    join: JoinState | None = None  # None until restored after the assignment
-    restoring: Future[JoinState] | None = None  # the restore under way (stream.restores)
-    last_event_wall: float = field(default_factory=time.monotonic)
-
-
-def forget_users(parts: Iterable[PartitionState], users: Collection[int]) -> None:
-    """Drop ``users`` from the partitions' caches: their next event reads them again."""
-    for part in parts:
-        for user in users:
-            part.users.pop(user, None)
+from stream.samples import Sample
 
 
 @dataclass

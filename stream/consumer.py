@@ -14,6 +14,12 @@ item categories are written to the Feast online store (one write each), and the 
 committed (asynchronously). A crash between any two steps is repaired on restart by the skip
 rules of docs/stream.md. A batch whose partitions the group may have moved on, or whose Feast
 read or write fails, is rewound and replayed by the same rules without a restart.
+
+The consumer runs the batch; its parts are elsewhere: what it holds per partition
+(:mod:`stream.partitions`, the one owner of that state), what one record does
+(:mod:`stream.records`), restores (:mod:`stream.restores`), commits and lag
+(:mod:`stream.offsets`), the Kafka writes (:mod:`stream.samplelog`), the Feast write
+(:mod:`stream.featurewrite`).
 """
 
 from __future__ import annotations
@@ -22,23 +28,24 @@ import logging
 import threading
 import time
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata
 
 from features.store import FeatureAccess, StoreUnavailable, UserSequence
 from stream import metrics
-from stream.batch import Batch, PartitionState, forget_users
-from stream.dlq import DeadLetter, validate
-from stream.events import EventRow, EventType, InvalidEvent
+from stream.batch import Batch
+from stream.events import EventRow
 from stream.failpoints import failpoint
 from stream.featurewrite import FeatureWriter
 from stream.gcfreeze import freeze_startup_heap
-from stream.kafka import make_consumer, make_producer, may_have_lost_membership
+from stream.kafka import make_consumer, make_producer
 from stream.offsets import Offsets
+from stream.partitions import Partitions
+from stream.records import apply_event, judge
 from stream.restores import Restores
 from stream.samplelog import SampleLog
-from stream.sequences import apply_click, bound_caches
+from stream.sequences import bound_caches
 from stream.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -49,25 +56,6 @@ class _Abandoned(Exception):
     """The group may have moved this batch's partitions on: the rest is not written."""
 
 
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, owner: StreamConsumer) -> None:
-        self.owner = owner
-
-    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        for tp in revoked:
-            if (state := self.owner._parts.pop(tp.partition, None)) is not None:
-                Restores.revoked(state)
-            self.owner.offsets.forget(tp)
-            metrics.PENDING.labels(str(tp.partition)).set(0)
-        metrics.CACHED_USERS.set(self.owner.cached_users())
-        log.info("revoked %s", sorted(tp.partition for tp in revoked))
-
-    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        for tp in assigned:
-            self.owner._parts[tp.partition] = PartitionState()
-        log.info("assigned %s", sorted(tp.partition for tp in assigned))
-
-
 class StreamConsumer:
     """One member of the consumer group on the events topic (see module docstring)."""
 
@@ -76,7 +64,6 @@ class StreamConsumer:
         self.cfg = settings.kafka
         self.topic = self.cfg.topics.events
         self.client_id = client_id or "recstream-stream"
-        self._parts: dict[int, PartitionState] = {}
         self._known_items: dict[int, int] = {}
         self.features = FeatureAccess.open(settings.feast)
         self.writer = FeatureWriter(self.features, self._fence)
@@ -89,11 +76,11 @@ class StreamConsumer:
         self.samples = SampleLog(settings, self.producer)
         self.consumer: KafkaConsumer = make_consumer(
             self.cfg, settings.group_id, client_id=self.client_id)
-        self.offsets = Offsets(self.consumer, self.topic, self._parts)
+        self.parts = Partitions(self.consumer, self.cfg)  # per-partition state, its one owner
+        self.offsets = Offsets(self.consumer, self.topic, self.parts)
         self.restores = Restores(self.consumer, self.topic, self.samples, self.offsets,
-                                 wait_s=min(1.0, self.cfg.max_poll_interval_ms / 4000),
-                                 unsure=self._unsure)
-        self.consumer.subscribe([self.topic], listener=_Listener(self))
+                                 self.parts, wait_s=min(1.0, self.cfg.max_poll_interval_ms / 4000))
+        self.consumer.subscribe([self.topic], listener=self.parts.listener())
         self.freshness_ms: list[float] = []  # kept for the benchmark; metrics get the same
         self.keep_freshness = False
         self.last_batch_seconds = 0.0
@@ -107,22 +94,25 @@ class StreamConsumer:
         batch = Batch()
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.cfg.max_poll_records)
         batch.lap("poll")
-        self.restores.advance(self._parts)
-        polled = self.restores.hold_back(polled, self._parts)
+        self.restores.advance()
+        polled = self.restores.hold_back(polled)
         n = sum(len(recs) for recs in polled.values())
         if n == 0:
-            if not self._unsure():  # as a batch's writes
-                self.samples.flush_idle(self._parts, self.settings.attribution_window_s,
-                                        caught_up=lambda p: self.offsets.lag(p) == 0)
+            if not self.parts.unsure():  # as a batch's writes
+                self.samples.flush_idle(self.parts.idle(
+                    self.settings.attribution_window_s, lambda p: self.offsets.lag(p) == 0))
             self.offsets.commit_skipped()
             self.offsets.export_lag()
             return 0
         batch.lap("restore")
         t0 = time.perf_counter()
+        states = {tp.partition: self.parts[tp.partition] for tp in polled}  # all restored
         parsed: list[tuple[int, ConsumerRecord, EventRow | None]] = []
+        settings, send = self.settings, self.samples.dead_letter
         for tp, recs in polled.items():
+            p, join = tp.partition, states[tp.partition].join
             for rec in recs:
-                parsed.append((tp.partition, rec, self._validate(tp.partition, rec, batch)))
+                parsed.append((p, rec, judge(rec, p, join, batch, settings, send)))
             batch.commits[tp] = OffsetAndMetadata(recs[-1].offset + 1, "", -1)
         batch.lap("validate")
         try:
@@ -132,13 +122,12 @@ class StreamConsumer:
             self._store_failed(polled, err, "read")
             return 0
         batch.lap("feast_read")
-        wall = time.monotonic()
-        for tp in polled:
-            self._parts[tp.partition].last_event_wall = wall
+        self.parts.active(states, time.monotonic())
         for partition, rec, event in parsed:
             if event is not None:
-                self._apply(partition, rec.offset, event, batch)
-            elif (join := self._parts[partition].join) is not None:
+                apply_event(event, partition, rec.offset, states[partition], batch,
+                            self._known_items, settings.max_history)
+            elif (join := states[partition].join) is not None:
                 join.advance(rec.offset)  # in order: the next changelog record covers it
         batch.lap("apply")
         try:
@@ -160,36 +149,6 @@ class StreamConsumer:
         self.offsets.export_lag()
         return n
 
-    def _validate(self, partition: int, rec: ConsumerRecord, batch: Batch) -> EventRow | None:
-        join = self._parts[partition].join
-        # A letter found by the restore stays the verdict even if the message would pass now
-        # (a future timestamp that is no longer in the future).
-        if join is not None and join.dead_ahead and join.dead_ahead_hit(rec.offset):
-            return self._replayed_dead(partition, batch)
-        stamp = rec.timestamp  # the record's Kafka timestamp: the same verdict on a replay
-        try:
-            return validate(rec.key, rec.value, self.settings.max_future_skew_s,
-                            stamp / 1000.0 if stamp is not None and stamp >= 0 else None)
-        except Exception as err:  # any input the contract cannot read goes to the DLQ
-            exc = err if isinstance(err, InvalidEvent) else InvalidEvent("unexpected", repr(err))
-        if join is not None and rec.offset <= join.upto:
-            return self._replayed_dead(partition, batch)  # its changelog record covers it
-        dead = DeadLetter.of_message(rec.key, rec.value, exc, topic=rec.topic,
-                                     partition=partition, offset=rec.offset,
-                                     group=self.settings.group_id)
-        batch.dead.setdefault(partition, []).append(self.samples.dead_letter(dead))
-        batch.touched.add(partition)  # the changelog record carries the new ``upto``
-        metrics.DLQ.labels(exc.reason).inc()
-        metrics.EVENTS.labels("unknown", "dlq").inc()
-        return None
-
-    @staticmethod
-    def _replayed_dead(partition: int, batch: Batch) -> None:
-        """An invalid message an earlier run (whose commit did not land) dead-lettered."""
-        batch.touched.add(partition)
-        metrics.EVENTS.labels("unknown", "replayed").inc()
-        return None
-
     def _load_users(self, parsed: list[tuple[int, ConsumerRecord, EventRow | None]]) -> None:
         """Fill the cache with the batch's users not seen since the assignment (one read).
 
@@ -197,48 +156,16 @@ class StreamConsumer:
         end of their cache, so that the bound drops the users used longest ago.
         """
         users = {(p, e.user_id) for p, _, e in parsed if e is not None}
-        missing = [(p, u) for p, u in users if u not in self._parts[p].users]
-        if self.cached_users() > self.settings.max_cached_users // 2:
-            for p, u in users:
-                cache = self._parts[p].users
-                seq = cache.pop(u, None)
-                if seq is not None:
-                    cache[u] = seq
-        if not missing:
-            return
-        found = self.features.read_sequences(u for _, u in missing)
-        for p, user in missing:
-            self._parts[p].users[user] = found.get(user) or UserSequence()
-
-    def _apply(self, partition: int, offset: int, event: EventRow, batch: Batch) -> None:
-        part = self._parts[partition]
-        seq = part.users[event.user_id]
-        item, cat = event.item_id, event.category_id
-        # against the batch's own value first: A known, then B and A in one batch writes A
-        if batch.items.get(item, self._known_items.get(item)) != cat:
-            batch.items[item] = cat
-        outcome = "ok"
-        if part.join is not None:
-            if offset <= part.join.upto:
-                outcome = "replayed"  # a previous run's changelog covers it (see docs/stream.md)
-            batch.samples.extend(part.join.on_event(partition, offset, event, seq))
-            batch.touched.add(partition)
-        if event.event_type is EventType.CLICK:
-            applied = apply_click(seq, event.item_id, event.category_id, event.ts_ms,
-                                  partition, offset, self.settings.max_history)
-            if applied:
-                batch.changed[event.user_id] = seq
-                batch.clicks_ts_ms.append(event.ts_ms)
-            else:
-                metrics.REPLAYED.labels("click").inc()
-        batch.ok[(event.event_type, outcome)] += 1
+        missing = self.parts.uncached(
+            users, refresh=self.cached_users() > self.settings.max_cached_users // 2)
+        if missing:
+            found = self.features.read_sequences(u for _, u in missing)
+            self.parts.cache({(p, u): found.get(u) or UserSequence() for p, u in missing})
 
     def _bound_cache(self) -> None:
         """Keep the cached sequences within ``max_cached_users`` (:func:`bound_caches`); after
         a batch is written, when every cached sequence is the row in Feast."""
-        dropped = bound_caches([part.users for part in self._parts.values()],
-                               self.settings.max_cached_users)
-        metrics.CACHE_EVICTIONS.inc(dropped)
+        metrics.CACHE_EVICTIONS.inc(self.parts.bound(self.settings.max_cached_users))
         metrics.CACHED_USERS.set(self.cached_users())
         # Item categories already written (~150 B an item): forgetting one costs one
         # write of an unchanged category, so a loose bound of 10x the users' will do.
@@ -246,7 +173,7 @@ class StreamConsumer:
 
     def cached_users(self) -> int:
         """User sequences held in the cache now."""
-        return sum(len(part.users) for part in self._parts.values())
+        return self.parts.cached_users()
 
     def _write(self, batch: Batch) -> None:
         """DLQ, then samples + changelog to Kafka, then Feast, then the commit (this order).
@@ -256,8 +183,7 @@ class StreamConsumer:
         changelog record, the changelog before the commit.
         """
         self._fence("samples")
-        joins = {p: j for p in batch.touched if p in self._parts
-                 and (j := self._parts[p].join) is not None}
+        joins = self.parts.joins(batch.touched)
         if batch.dead:
             self.samples.confirm_dead(batch.dead, joins)
         self.samples.emit(batch.samples, joins)
@@ -273,7 +199,7 @@ class StreamConsumer:
         for item, cat in batch.items.items():
             self._known_items[item] = cat
         if batch.refused:  # the store holds later clicks of these users: read them again
-            forget_users(self._parts.values(), batch.refused)
+            self.parts.forget_users(batch.refused)
             metrics.WRITES_REFUSED.inc(len(batch.refused))
         failpoint("after_feast")
         self.offsets.commit(batch.commits)
@@ -286,13 +212,9 @@ class StreamConsumer:
             metrics.PHASE_SECONDS.labels(phase).inc(seconds)
             self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + seconds
 
-    def _unsure(self) -> bool:
-        """Whether the group may already have moved the partitions on (no write then)."""
-        return may_have_lost_membership(self.consumer, self.cfg)
-
     def _fence(self, stage: str) -> None:
         """Raise ``_Abandoned`` when the group may already have moved the partitions on."""
-        if self._unsure():
+        if self.parts.unsure():
             raise _Abandoned(stage)
 
     def _abandon(self, polled: dict[TopicPartition, list[ConsumerRecord]], stage: str) -> None:
@@ -327,23 +249,22 @@ class StreamConsumer:
         self.producer.flush()
         owned = self.consumer.assignment()
         for tp, recs in polled.items():
-            if tp.partition in self._parts:
-                self._parts[tp.partition] = PartitionState()
+            self.parts.reset(tp.partition)
             if tp in owned:
                 self.consumer.seek(tp, recs[0].offset)
 
     # -- assignment, idleness -------------------------------------------------------------
     def assigned(self) -> list[int]:
         """Partitions this consumer owns now."""
-        return sorted(self._parts)
+        return self.parts.owned()
 
     def restored(self) -> bool:
         """Whether partitions are assigned and every one's join state is restored."""
-        return bool(self._parts) and all(p.join is not None for p in self._parts.values())
+        return self.parts.restored()
 
     def pending(self) -> int:
         """Open impressions in the attribution window over the owned partitions."""
-        return sum(len(p.join.pending) for p in self._parts.values() if p.join is not None)
+        return self.parts.pending()
 
     # -- lifecycle --------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:

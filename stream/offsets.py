@@ -3,51 +3,50 @@ synchronously on close) and the lag of its partitions.
 
 Run: made and used by :class:`stream.consumer.StreamConsumer` (``consumer.offsets``).
 A commit that is lost (crash, rebalance) only makes the next owner replay what the skip
-rules of docs/stream.md skip, so batches commit asynchronously.
+rules of docs/stream.md skip, so batches commit asynchronously. Which partitions are owned,
+and this member's last commit of each, are asked of :class:`stream.partitions.Partitions`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from stream import metrics
+from stream.partitions import Partitions
 
 log = logging.getLogger(__name__)
 
 
 class Offsets:
-    """The offsets this member committed last and the lag of ``topic``'s partitions in
-    ``owned`` (the consumer's partition states: a partition revoked meanwhile is never
-    committed)."""
+    """Commits of ``topic``'s partitions owned in ``parts`` (a partition revoked meanwhile is
+    never committed; its last commit went with its state) and their lag."""
 
-    def __init__(self, consumer: KafkaConsumer, topic: str, owned: Collection[int]) -> None:
+    def __init__(self, consumer: KafkaConsumer, topic: str, parts: Partitions) -> None:
         self.consumer = consumer
         self.topic = topic
-        self.owned = owned
-        self.done: dict[TopicPartition, OffsetAndMetadata] = {}  # last offsets committed
+        self.parts = parts
 
-    def forget(self, tp: TopicPartition) -> None:
-        """``tp`` was revoked: its last commit is no longer this member's business."""
-        self.done.pop(tp, None)
-
-    def adopt(self, tp: TopicPartition) -> None:
-        """A newly assigned ``tp``: take the group's committed offset as this member's last
-        commit (so that :meth:`commit_skipped` also moves a commit left on a marker)."""
-        if tp not in self.done and (at := self.consumer.committed(tp)) is not None:
-            self.done[tp] = OffsetAndMetadata(int(at), "", -1)
+    def adopt(self, partition: int) -> None:
+        """A newly assigned ``partition``: take the group's committed offset as this member's
+        last commit (so that :meth:`commit_skipped` also moves a commit left on a marker)."""
+        state = self.parts.get(partition)
+        if state is not None and state.committed is None \
+                and (at := self.consumer.committed(self._tp(partition))) is not None:
+            state.committed = OffsetAndMetadata(int(at), "", -1)
 
     def commit(self, commits: dict[TopicPartition, OffsetAndMetadata]) -> None:
         """Commit asynchronously the offsets of the partitions still owned."""
-        owned = {tp: om for tp, om in commits.items() if tp.partition in self.owned}
-        if not owned:
-            return
-        self.done.update(owned)
-        self.consumer.commit_async(owned, callback=_committed)
+        owned = {}
+        for tp, om in commits.items():
+            if (state := self.parts.get(tp.partition)) is not None:
+                state.committed = om
+                owned[tp] = om
+        if owned:
+            self.consumer.commit_async(owned, callback=_committed)
 
     def commit_skipped(self) -> None:
         """On an empty poll, commit the positions that moved past the last commit without a
@@ -56,15 +55,15 @@ class Offsets:
         lag of 1 to the group's tools until the next event. Every record before the position
         was returned by an earlier poll and that batch written before this poll."""
         moved = {}
-        for tp, done in self.done.items():
-            if tp.partition in self.owned and (pos := self.consumer.position(tp)) > done.offset:
+        for tp, done in self._last_commits().items():
+            if (pos := self.consumer.position(tp)) > done.offset:
                 moved[tp] = OffsetAndMetadata(pos, "", -1)
         if moved:
             self.commit(moved)
 
     def commit_sync(self) -> None:
         """Wait until the offsets of every processed batch of an owned partition are committed."""
-        owned = {tp: om for tp, om in self.done.items() if tp.partition in self.owned}
+        owned = self._last_commits()
         if owned:
             try:
                 self.consumer.commit(owned)
@@ -74,16 +73,24 @@ class Offsets:
     def lag(self, partition: int) -> int | None:
         """Records between this consumer's position and the end of ``partition`` (None until
         a fetch has told the end)."""
-        tp = TopicPartition(self.topic, partition)
+        tp = self._tp(partition)
         high = self.consumer.highwater(tp)
         return None if high is None else max(0, high - self.consumer.position(tp))
 
     def export_lag(self) -> None:
         """Set the lag gauge of every owned partition whose end is known."""
-        for partition in list(self.owned):
+        for partition in self.parts.owned():
             lag = self.lag(partition)
             if lag is not None:
                 metrics.LAG.labels(str(partition)).set(lag)
+
+    def _tp(self, partition: int) -> TopicPartition:
+        return TopicPartition(self.topic, partition)
+
+    def _last_commits(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        """This member's last commit of each owned partition that has one."""
+        return {self._tp(p): s.committed for p, s in self.parts.items()
+                if s.committed is not None}
 
 
 def _committed(offsets: object, response: object) -> None:

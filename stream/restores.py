@@ -19,12 +19,11 @@ only while the group cannot have moved the partitions on (``unsure``, the check 
 makes before its writes): the first changelog record of a partition that has none, the
 group's committed offset taken as this member's last commit, the resume, the metrics. A
 restore of a partition revoked meanwhile is cancelled if it has not begun, and its result
-dropped if it has (its state is gone from ``parts``).
+dropped if it has (its state is gone: :class:`stream.partitions.Partitions`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 
@@ -32,46 +31,44 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from stream import metrics
-from stream.batch import PartitionState
 from stream.kafka import resume
 from stream.offsets import Offsets
+from stream.partitions import Partitions, PartitionState
 from stream.samplelog import SampleLog
 from stream.samples import JoinState
 
 
 class Restores:
-    """Starts, waits for and installs the restores of ``topic``'s partitions."""
+    """Starts, waits for and installs the restores of the partitions of ``topic`` in ``parts``
+    without join state."""
 
     def __init__(self, consumer: KafkaConsumer, topic: str, log: SampleLog, offsets: Offsets,
-                 wait_s: float, unsure: Callable[[], bool]) -> None:
+                 parts: Partitions, wait_s: float) -> None:
         self.consumer = consumer
-        self.unsure = unsure
+        self.parts = parts
         self.topic = topic
         self.log = log
         self.offsets = offsets
         self.wait_s = wait_s
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore")
 
-    def advance(self, parts: dict[int, PartitionState]) -> None:
+    def advance(self) -> None:
         """Start the restore of each partition without join state (and pause it), wait up to
         ``wait_s`` for those started now, and install the ones done (see module docstring).
         A restore that failed raises here, as it did in the poll loop; the partition is
         resumed and its next poll starts the restore again."""
         started: list[Future[JoinState]] = []
-        waiting: dict[int, PartitionState] = {}
-        for partition, part in parts.items():
-            if part.join is not None:
-                continue
+        waiting = self.parts.unrestored()
+        for partition, part in waiting:
             if part.restoring is None:
                 part.restoring = self._pool.submit(self.log.restore, partition)
                 started.append(part.restoring)
                 self.consumer.pause(TopicPartition(self.topic, partition))
-            waiting[partition] = part
         if started:
             wait_for(started, timeout=self.wait_s)
-        done = [(p, part) for p, part in waiting.items()
+        done = [(p, part) for p, part in waiting
                 if part.restoring is not None and part.restoring.done()]
-        if done and not self.unsure():
+        if done and not self.parts.unsure():
             for partition, part in done:
                 self._install(partition, part)
 
@@ -85,25 +82,19 @@ class Restores:
             join = future.result()
             if join.unborn:
                 self.log.write_birth(partition, join)
-            self.offsets.adopt(tp)
+            self.offsets.adopt(partition)
             part.join = join
         finally:
             resume(self.consumer, tp)
         metrics.RESTORES.inc()
         metrics.PENDING.labels(str(partition)).set(len(join.pending))
 
-    @staticmethod
-    def revoked(part: PartitionState) -> None:
-        """``part``'s partition was revoked: its restore is not begun if it has not been."""
-        if part.restoring is not None:
-            part.restoring.cancel()
-
-    def hold_back(self, polled: dict[TopicPartition, list[ConsumerRecord]],
-                  parts: dict[int, PartitionState]) -> dict[TopicPartition, list[ConsumerRecord]]:
+    def hold_back(self, polled: dict[TopicPartition, list[ConsumerRecord]]
+                  ) -> dict[TopicPartition, list[ConsumerRecord]]:
         """The records of restored partitions; those of the others are given back (seek)."""
         ready = {}
         for tp, recs in polled.items():
-            part = parts.get(tp.partition)
+            part = self.parts.get(tp.partition)
             if part is not None and part.join is not None:
                 ready[tp] = recs
             else:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -44,7 +44,6 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
 
 from stream import metrics
-from stream.batch import PartitionState
 from stream.dlq import DeadLetter
 from stream.failpoints import failpoint
 from stream.kafka import make_consumer
@@ -175,23 +174,15 @@ class SampleLog:
             join.added, join.done = {}, []
             metrics.PENDING.labels(str(p)).set(len(join.pending))
 
-    def flush_idle(self, parts: Mapping[int, PartitionState], window_s: float,
-                   caught_up: Callable[[int], bool]) -> None:
-        """Close the windows of the partitions idle for a whole window of wall time and
-        ``caught_up`` (no record left to read): their entries whose deadline is before the
-        wall clock become samples, emitted with the partitions' changelog records."""
+    def flush_idle(self, idle: Mapping[int, JoinState]) -> None:
+        """Close the windows of the idle partitions' join states
+        (:meth:`stream.partitions.Partitions.idle`): their entries whose deadline is before
+        the wall clock become samples, emitted with the partitions' changelog records."""
         samples: list[Sample] = []
-        touched: dict[int, JoinState] = {}
-        now = time.monotonic()
-        for partition, part in parts.items():
-            join = part.join
-            if join is None or not join.pending or now - part.last_event_wall < window_s:
-                continue
-            if caught_up(partition):
-                samples.extend(join.flush(partition, int(time.time() * 1000)))
-                touched[partition] = join
-        if touched:
-            self.emit(samples, touched)
+        for partition, join in idle.items():
+            samples.extend(join.flush(partition, int(time.time() * 1000)))
+        if idle:
+            self.emit(samples, idle)
 
     @staticmethod
     def _state_record(p: int, join: JoinState, parts: list[int]) -> dict[str, Any]:

@@ -221,8 +221,18 @@ def test_a_member_that_may_have_lost_its_partitions_drops_and_replays_its_batch(
     before = REGISTRY.get_sample_value("recstream_stream_batches_abandoned_total",
                                        {"stage": "samples"}) or 0.0
     try:
-        assert _wait(lambda: consumer.poll_once(timeout_ms=100) > 0
-                     and len(consumer.assigned()) == settings.kafka.partitions)
+        # The state the stall needs: a batch processed, every partition owned and restored
+        # (so that the next batch with records reaches the Feast read). Each stays once
+        # reached; on a busy host they need not all show in one poll.
+        processed = 0
+
+        def ready() -> bool:
+            nonlocal processed
+            processed += consumer.poll_once(timeout_ms=100)
+            return (processed > 0 and len(consumer.assigned()) == settings.kafka.partitions
+                    and consumer.restored())
+
+        assert _wait(ready, timeout_s=60)
         load = consumer._load_users
 
         def stall_once(parsed: list[Any]) -> None:
@@ -231,7 +241,10 @@ def test_a_member_that_may_have_lost_its_partitions_drops_and_replays_its_batch(
             load(parsed)
 
         consumer._load_users = stall_once  # type: ignore[method-assign]
-        assert consumer.poll_once(timeout_ms=1000) == 0  # polled, stalled, abandoned
+        deadline = time.monotonic() + 30
+        while consumer._load_users is not load:  # until a poll returns records (and stalls)
+            assert time.monotonic() < deadline, "no batch to stall"
+            assert consumer.poll_once(timeout_ms=1000) == 0  # polled, stalled, abandoned
         assert REGISTRY.get_sample_value("recstream_stream_batches_abandoned_total",
                                          {"stage": "samples"}) == before + 1
         drain([consumer], settings)
@@ -292,8 +305,11 @@ def test_a_redis_that_hangs_for_a_while_pauses_the_pipeline_and_loses_nothing(
     consumer = StreamConsumer(settings, client_id="hung-redis")
     failed_before = _store_failures("read") + _store_failures("write") + _abandoned("feast")
     try:
-        deadline = time.monotonic() + 30
-        while consumer.poll_once(timeout_ms=100) == 0 or not committed_any(settings):
+        deadline, processed = time.monotonic() + 60, 0
+        while True:  # a batch processed and a commit landed (not necessarily in one poll)
+            processed += consumer.poll_once(timeout_ms=100)
+            if processed > 0 and committed_any(settings):
+                break
             assert time.monotonic() < deadline, "nothing was processed before the pause"
         def failed() -> float:
             return (_store_failures("read") + _store_failures("write") + _abandoned("feast")
@@ -338,7 +354,7 @@ def test_a_write_behind_the_stored_position_is_refused_and_the_user_read_again(
             assert time.monotonic() < deadline, "the click was not processed"
         assert REGISTRY.get_sample_value(
             "recstream_stream_sequence_writes_refused_total") == refused_before + 1
-        assert all(user not in consumer._parts[p].users for p in consumer.assigned())
+        assert all(user not in consumer.parts[p].users for p in consumer.assigned())
         assert access.read_sequences([user])[user].item_ids == [424242]
     finally:
         consumer.close()

@@ -155,7 +155,7 @@ def test_the_idle_flush_waits_while_the_group_may_have_moved_on(
             consumer.poll_once(timeout_ms=100)
         assert consumer.pending() > 0
         open_before = consumer.pending()
-        monkeypatch.setattr("stream.consumer.may_have_lost_membership", lambda *a: True)
+        monkeypatch.setattr("stream.partitions.may_have_lost_membership", lambda *a: True)
         until = time.monotonic() + 2 * settings.attribution_window_s + 0.5
         while time.monotonic() < until:
             consumer.poll_once(timeout_ms=100)
