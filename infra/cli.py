@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from infra import models_cli, train_cli
+from infra import ab_cli, models_cli, train_cli
 
 if TYPE_CHECKING:
     from stream.settings import StreamSettings
@@ -251,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("which", choices=["stream", "feast", "quality", "replay"])
 
     models_cli.add_parser(sub)
+    ab_cli.add_parser(sub)
     return p
 
 
@@ -264,8 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         return _bench(args, argv[2:])
     args = parser.parse_args(argv)
     handlers = {"stack": _stack, "produce": _produce, "stream": _stream, "dlq": _dlq,
-                "train": train_cli.run, "serve": _serve, "demo": _demo, "models": models_cli.run}
-    if args.cmd not in ("produce", "stream", "dlq"):
+                "train": train_cli.run, "serve": _serve, "demo": _demo, "models": models_cli.run,
+                "ab": ab_cli.run}
+    if args.cmd not in ("produce", "stream", "dlq", "ab"):
         return int(handlers[args.cmd](args))
     from kafka.errors import KafkaTimeoutError
 

@@ -1,0 +1,106 @@
+"""``recstream ab report``: the A/B analysis of the ranking variants (stream/ab.py, docs/ab.md).
+
+``recstream ab report [--weights a=0.5,b=0.5] [--control a] [--json] [--plot PNG]
+[--parquet DIR] [--since MS] [--cuped [--pre-start MS]]``: reads the samples topic
+(``STREAM_KAFKA__*``) or the offline export (``--parquet``), prints a table (or one JSON
+document with ``--json``) and writes the PNG of CTR over time. Exits 1 on bad arguments; the
+report itself exits 0 also when its SRM check fires (the report says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+console = Console()
+
+
+def add_parser(sub: Any) -> None:
+    """Adds ``ab`` and its action ``report`` to the ``recstream`` subparsers ``sub``."""
+    ab = sub.add_parser("ab", help="A/B analysis of the ranking variants from the samples",
+                        description="CTR per variant and model version with delta-method "
+                                    "intervals, lift vs the control, SRM check, CUPED.")
+    ab.add_argument("action", choices=["report"])
+    ab.add_argument("--weights", default=None,
+                    help="configured split, e.g. a=0.5,b=0.5 (default: the serving config's "
+                         "weights, else equal over the variants seen)")
+    ab.add_argument("--control", default=None,
+                    help="the control variant (default: the first in sorted order)")
+    ab.add_argument("--json", action="store_true", help="one JSON document, no table")
+    ab.add_argument("--plot", default=None, metavar="PNG", help="CTR over time per variant")
+    ab.add_argument("--parquet", default=None, metavar="DIR",
+                    help="read the offline export (parquet parts) instead of the topic")
+    ab.add_argument("--since", type=int, default=None, metavar="MS",
+                    help="experiment start, event time in ms since the epoch")
+    ab.add_argument("--cuped", action="store_true",
+                    help="CUPED with each user's CTR before --since as the covariate")
+    ab.add_argument("--pre-start", type=int, default=None, metavar="MS",
+                    help="--cuped: the pre-period starts here (default: the first sample)")
+    ab.add_argument("--bins", type=int, default=24, help="time bins of the plot")
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """``"a=0.5,b=0.5"`` -> ``{"a": 0.5, "b": 0.5}``."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--weights: {part!r} is not NAME=WEIGHT")
+        out[name.strip()] = float(value)
+    if not out or any(w < 0 for w in out.values()) or sum(out.values()) <= 0:
+        raise ValueError("--weights: give NAME=WEIGHT pairs, weights >= 0 with a positive sum")
+    return out
+
+
+def configured_weights() -> dict[str, float] | None:
+    """The serving config's variant weights (SERVE_CONFIG_PATH), None when it cannot be read."""
+    import yaml
+
+    from serve.config import ServeSettings, load_app_config
+
+    try:
+        cfg = load_app_config(ServeSettings().config_path)
+    except (OSError, ValueError, yaml.YAMLError):  # missing, invalid (pydantic), not YAML
+        return None
+    shadow = getattr(cfg, "shadow", None)  # scores a copy of the traffic, never serves it
+    return {v.name: v.weight for v in cfg.variants if v.name != shadow}
+
+
+def run(args: argparse.Namespace) -> int:
+    from stream import ab, ab_report
+
+    try:
+        weights = parse_weights(args.weights) if args.weights else None
+        if args.cuped and args.since is None:
+            raise ValueError("--cuped needs --since (the experiment start)")
+        if args.bins < 1:
+            raise ValueError("--bins must be at least 1")
+    except ValueError as exc:
+        console.print(f"[red]ab report: {exc}[/red]")
+        return 1
+    if args.parquet:
+        frame = ab.read_parquet(Path(args.parquet))
+    else:
+        from stream.settings import stream_settings
+
+        frame = ab.read_topic(stream_settings().kafka)
+    experiment, pre = ab.split_period(frame, args.since, args.pre_start)
+    try:
+        report = ab.analyse(experiment, weights=weights, configured=configured_weights(),
+                            control=args.control, pre=pre if args.cuped else None,
+                            bins=args.bins)
+    except ValueError as exc:
+        console.print(f"[red]ab report: {exc}[/red]")
+        return 1
+    if args.json:
+        print(ab_report.to_json(report))
+    else:
+        ab_report.print_report(report, console)
+    if args.plot:
+        ab_report.plot(report, Path(args.plot))
+        if not args.json:
+            console.print(f"plot: {args.plot}")
+    return 0
