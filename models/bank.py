@@ -108,6 +108,17 @@ def _vocab_tensor(ids: np.ndarray | torch.Tensor | list[int]) -> torch.Tensor:
     return torch.from_numpy(np.unique(arr[arr > 0]))
 
 
+def state_hash(state: Mapping[str, torch.Tensor], digits: int) -> str:
+    """sha256 (first ``digits`` hex digits) of a module's tensors, in name order: the version
+    of a bank (:meth:`EmbeddingBank.content_hash`) and of a top net
+    (``models.registry.serial``)."""
+    digest = hashlib.sha256()
+    for key, value in sorted(state.items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:digits]
+
+
 class EmbeddingBank(nn.Module):
     """Id tables (``item``, ``cat`` and any others), each with its own sorted vocabulary.
 
@@ -240,17 +251,10 @@ class EmbeddingBank(nn.Module):
         """Size E of one item representation."""
         return 2 * self.dim
 
-    def vocab_dict(self) -> dict[str, list[int]]:
-        """Vocabularies as plain lists (for JSON)."""
-        return {name: self.vocab(name).tolist() for name in self.names}
-
     def content_hash(self) -> str:
-        """sha256 (first 16 hex digits) of every table and vocabulary, in name order."""
-        digest = hashlib.sha256()
-        for key, value in sorted(self.state_dict().items()):
-            digest.update(key.encode())
-            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        """The bank's version: :func:`state_hash` (16 hex digits) of every table and
+        vocabulary."""
+        return state_hash(self.state_dict(), digits=16)
 
     def freeze(self) -> EmbeddingBank:
         """No gradients, eval mode: the bank as incremental training must see it."""

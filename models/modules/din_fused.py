@@ -11,7 +11,7 @@ build is possible (``models.modules._native``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -20,8 +20,15 @@ from torch.autograd.function import once_differentiable
 from models.modules.activations import Dice
 from models.modules.fused import native_cpu, native_ext, update_running_stats
 
-if TYPE_CHECKING:  # attention.py imports this module
-    from models.modules.attention import ActivationUnit
+
+class ActivationUnitLike(Protocol):
+    """What this module reads of a DIN activation unit (``models.modules.attention``, which
+    calls it): the first layer over ``[q, k, q - k, q * k]``, its activation, the rest."""
+
+    dim: int
+    first: nn.Linear
+    first_act: nn.Module
+    rest: nn.Sequential
 
 
 class FusedDINPooling(torch.autograd.Function):
@@ -56,7 +63,7 @@ class FusedDINPooling(torch.autograd.Function):
         return d_c, d_q, d_keys, None, d_wk, d_wp, d_alpha, d_w2, d_b2.reshape(1), None
 
 
-def fusable(unit: ActivationUnit, softmax: bool, training: bool, keys: torch.Tensor,
+def fusable(unit: ActivationUnitLike, softmax: bool, training: bool, keys: torch.Tensor,
             mask: torch.Tensor) -> bool:
     """Whether the fused path computes this call: training, the paper's unit, CPU floats,
     at least two real positions (Dice's batch statistics), a C++ build."""
@@ -65,7 +72,7 @@ def fusable(unit: ActivationUnit, softmax: bool, training: bool, keys: torch.Ten
             and int(mask.sum()) >= 2)
 
 
-def fused_pooling(unit: ActivationUnit, query: torch.Tensor, keys: torch.Tensor,
+def fused_pooling(unit: ActivationUnitLike, query: torch.Tensor, keys: torch.Tensor,
                   mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``sum_t w(query, key_t) key_t`` (B, E) with ``unit`` (an ActivationUnit) and
     ``sum_t key_t`` (B, E) over the real positions; updates the running statistics of its

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load, save
 
 from models.archs import config_dict, model_from_config
-from models.bank import EmbeddingBank
+from models.bank import EmbeddingBank, state_hash
 from models.ranker import Ranker
 
 
@@ -40,15 +40,6 @@ def sha256(data: bytes) -> str:
 def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The module's state (buffers included) as contiguous CPU tensors."""
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-
-
-def top_hash(state: Mapping[str, torch.Tensor]) -> str:
-    """sha256 (first 12 hex digits) of a top net's tensors, in name order."""
-    digest = hashlib.sha256()
-    for key, value in sorted(state.items()):
-        digest.update(key.encode())
-        digest.update(value.numpy().tobytes())
-    return digest.hexdigest()[:12]
 
 
 def bank_to_bytes(bank: EmbeddingBank, version: str) -> tuple[bytes, dict[str, Any]]:
@@ -79,7 +70,7 @@ def top_to_bytes(model: Ranker) -> tuple[bytes, dict[str, Any]]:
     """(safetensors bytes of the top net, meta: arch, config, top_version)."""
     state = cpu_state(model.top)
     return save(state), {"arch": model.arch, "config": config_dict(model),
-                         "top_version": top_hash(state)}
+                         "top_version": state_hash(state, digits=12)}
 
 
 def model_from_bytes(data: bytes, meta: Mapping[str, Any], bank: EmbeddingBank,
