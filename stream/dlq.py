@@ -25,11 +25,10 @@ from datetime import UTC, datetime
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from stream.events import MAX_FUTURE_SKEW, EventRow, InvalidEvent, parse_event, read_fast
+from stream.events import EventRow, InvalidEvent, parse_event, read_fast
 from stream.kafka import KafkaConfig, make_consumer
 from stream.topicread import read_range
 
-_MODEL_SKEW_S = MAX_FUTURE_SKEW.total_seconds()  # the model's own future limit
 LETTER_VALUE_MAX = 64 * 1024  # well above MAX_EVENT_BYTES, well below a 1 MB record
 LETTER_KEY_MAX = 1024
 REASONS = ("empty", "oversize", "not_json", "unknown_schema_version", "future_ts",
@@ -40,21 +39,22 @@ def validate(key: bytes | None, value: bytes | None, max_future_skew_s: float,
              now_s: float | None = None) -> EventRow:
     """Parse one message; raise :class:`InvalidEvent` with a reason when it is unusable.
 
-    ``now_s`` (epoch seconds) is the time the future limits count from, the wall clock if
-    None. The consumer passes the record's Kafka timestamp: the verdict is then a function of
-    the record alone, the same on every replay (judged by the wall clock, a ``future_ts``
-    letter replayed after its time had come would pass and be applied: docs/dlq.md). The key
-    must be the user id; a message without one is a ``key_mismatch`` (the producer's client
-    would have put it on any partition, away from the user's other events).
+    ``max_future_skew_s``: at most the contract's own limit (``MAX_FUTURE_SKEW_S``, the
+    ceiling of ``StreamSettings.max_future_skew_s``). ``now_s`` (epoch seconds) is the time
+    it counts from, the wall clock if None. The consumer passes the record's Kafka
+    timestamp: the verdict is then a function of the record alone, the same on every replay
+    (judged by the wall clock, a ``future_ts`` letter replayed after its time had come would
+    pass and be applied: docs/dlq.md). The key must be the user id; a message without one is
+    a ``key_mismatch`` (the producer's client would have put it on any partition, away from
+    the user's other events).
 
-    The fast reader takes what is plainly valid (a margin of 1 ms short of the skew limits,
+    The fast reader takes what is plainly valid (a margin of 1 ms short of the skew limit,
     so that it never accepts what the model and the check below would reject); everything
     else gets the model's verdict and reason.
     """
     if now_s is None:
         now_s = time.time()
-    skew_s = min(max_future_skew_s, _MODEL_SKEW_S)
-    row = read_fast(value, now_s + skew_s - 0.001) if value else None
+    row = read_fast(value, now_s + max_future_skew_s - 0.001) if value else None
     if row is None:
         now = datetime.fromtimestamp(now_s, UTC)
         event = parse_event(value, now)

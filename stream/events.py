@@ -32,7 +32,10 @@ from pydantic import (
 
 SCHEMA_VERSION = 1
 MAX_EVENT_BYTES = 4096
+# How far past now an event's ``ts`` may be: the contract's limit, and the ceiling (and the
+# default) of the consumer's own, ``StreamSettings.max_future_skew_s``.
 MAX_FUTURE_SKEW = timedelta(minutes=5)
+MAX_FUTURE_SKEW_S = MAX_FUTURE_SKEW.total_seconds()
 
 ID_END = 2**63  # ids are int64
 PositiveId = Annotated[int, Field(gt=0, lt=ID_END)]

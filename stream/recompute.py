@@ -16,7 +16,7 @@ from typing import Any
 from kafka import TopicPartition
 
 from stream.dlq import validate
-from stream.events import EventType, InvalidEvent
+from stream.events import MAX_FUTURE_SKEW_S, EventType, InvalidEvent
 from stream.kafka import KafkaConfig, make_consumer
 from stream.topicread import read_range
 
@@ -42,7 +42,7 @@ class Expected:
 
 
 def recompute(events: dict[int, list[tuple[int, bytes | None, bytes | None]]],
-              max_history: int, window_s: float, max_future_skew_s: float = 300.0,
+              max_history: int, window_s: float, max_future_skew_s: float = MAX_FUTURE_SKEW_S,
               dead: Collection[tuple[int, int]] = ()) -> Expected:
     """Apply the sequence and join rules to ``events`` (as returned by :func:`read_topic`).
 

@@ -13,6 +13,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.store import FeastConfig
+from stream.events import MAX_FUTURE_SKEW_S
 from stream.kafka import KafkaConfig
 
 
@@ -27,8 +28,9 @@ class StreamSettings(BaseSettings):
     max_history: int = Field(default=50, ge=1, le=1000)
     # Impressions wait this long for their click before they become negative samples.
     attribution_window_s: float = Field(default=30.0, gt=0)
-    # Events stamped further in the future than this are rejected to the DLQ.
-    max_future_skew_s: float = Field(default=300.0, ge=0)
+    # Events stamped further in the future than this are rejected to the DLQ; at most the
+    # contract's own limit (stream.events.MAX_FUTURE_SKEW: 5 minutes), which is the default.
+    max_future_skew_s: float = Field(default=MAX_FUTURE_SKEW_S, ge=0, le=MAX_FUTURE_SKEW_S)
     metrics_port: int = 9101
     # Users whose sequences a consumer process keeps in memory (~5.8 KB each at 50 clicks).
     # Past it, the users cached longest ago are dropped (down to 90%) after a batch is
