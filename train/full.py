@@ -64,14 +64,12 @@ def _vocab(samples: SampleSet) -> dict[str, np.ndarray]:
 def fit_new(s: TrainSettings, train: SampleSet, out: Path, device: str) -> None:
     """A new bank + top trained on ``train`` with the ``TRAIN_*`` recipe, saved to ``out``."""
     from models.registry import save_checkpoint
-    from models.train import TrainConfig, build_model, config_overrides, fit
+    from models.train import build_model, config_overrides, fit
 
     overrides = config_overrides(s.arch, aux_weight=s.aux_weight,
                                  input_var_floor=s.input_var_floor)
     model = build_model(s.arch, _vocab(train), dim=s.dim, **overrides)
-    fit(model, train, TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-                                  lr_schedule=s.lr_schedule, bias_lr=s.bias_lr,
-                                  mba_lambda=s.mba_lambda, device=device, seed=s.seed))
+    fit(model, train, s.train_config(device=device))
     save_checkpoint(model.cpu(), out)
 
 

@@ -37,7 +37,7 @@ def train_full(frame: pd.DataFrame, s: TrainSettings, *, publish: bool = True
     from models.allocator import keep_freed_memory
     from models.data.samples import build_samples, time_split
     from models.registry import Registry, save_checkpoint
-    from models.train import TrainConfig, build_model, config_overrides, evaluate, fit
+    from models.train import build_model, config_overrides, evaluate, fit
 
     keep_freed_memory()  # a training process: reuse each step's memory (models/allocator.py)
     start = time.perf_counter()
@@ -46,10 +46,7 @@ def train_full(frame: pd.DataFrame, s: TrainSettings, *, publish: bool = True
     overrides = config_overrides(s.arch, aux_weight=s.aux_weight,
                                  input_var_floor=s.input_var_floor)
     model = build_model(s.arch, frame, dim=s.dim, **overrides)
-    cfg = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-                      lr_schedule=s.lr_schedule, bias_lr=s.bias_lr, mba_lambda=s.mba_lambda,
-                      device=s.device, seed=s.seed)
-    fit(model, train, cfg)
+    fit(model, train, s.train_config())
     metrics = {k: float(v) for k, v in evaluate(model, test).items()}
     save_checkpoint(model, s.out_dir)
     out: dict[str, Any] = {"arch": s.arch, "out_dir": str(s.out_dir)}

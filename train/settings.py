@@ -7,14 +7,19 @@ gets the object passed down from there.
 
 from __future__ import annotations
 
+import sys
+from dataclasses import fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream.kafka import KafkaConfig
+
+if TYPE_CHECKING:
+    from models.train import TrainConfig
 
 
 class GuardSettings(BaseModel):
@@ -37,7 +42,12 @@ class GuardSettings(BaseModel):
 
 
 class TrainSettings(BaseSettings):
-    """Everything the training jobs need."""
+    """Everything the training jobs need.
+
+    The recipe fields that ``models.train.TrainConfig`` also has (``epochs`` ... ``seed``)
+    are read here from ``TRAIN_*`` (``models/`` never reads the environment) and reach the
+    training loop through :meth:`train_config`, the one place that maps them.
+    """
 
     model_config = SettingsConfigDict(env_prefix="TRAIN_", env_nested_delimiter="__")
 
@@ -79,6 +89,19 @@ class TrainSettings(BaseSettings):
     refresh_workers: int = Field(default=1, ge=1)
     ray_address: str = "127.0.0.1:6390"
     ray_auth_token_path: Path | None = Path(".recstream/ray_auth_token")
+
+    def train_config(self, **overrides: Any) -> TrainConfig:
+        """The full-training recipe of these settings: every ``TrainConfig`` field that is
+        also a field here, then ``overrides``; a progress bar of epochs and steps when
+        stderr is a terminal (not in CI, a log or a Ray worker) unless ``progress`` is
+        given."""
+        from models.train import TrainConfig
+
+        ours = type(self).model_fields
+        values: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(TrainConfig)
+                                  if f.name in ours}
+        values["progress"] = sys.stderr.isatty()
+        return TrainConfig(**{**values, **overrides})
 
 
 @lru_cache(maxsize=1)
