@@ -43,8 +43,8 @@ from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
 from bench import write_result
 from features.store import FeastConfig, FeatureAccess, UserSequence, apply_definitions, open_store
-from infra.stack import redis_up
 from stream.gcfreeze import freeze_startup_heap
+from stream.localservices import redis_up
 
 TURNS = 3
 REDIS_VARIANTS = ["redis_feast_dedup", "redis_feast", "redis_fenced"]

