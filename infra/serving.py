@@ -40,6 +40,12 @@ class DeployError(RuntimeError):
         self.log = log
 
 
+def _absolute(root: str) -> str:
+    """A local registry root as an absolute path (the replicas' working directory is not
+    ours); an fsspec URL as it is."""
+    return root if "://" in root else str(Path(root).resolve())
+
+
 def missing_models(cfg: AppConfig, registry_root: str) -> list[str]:
     """The variants' models that are not there: a model directory without a checkpoint
     (absent or empty), a registry pointer that names no version, an unknown version."""
@@ -87,8 +93,11 @@ def deploy(s: ServeSettings, *, namespace: str = "recstream",
     deadline = time.monotonic() + timeout_s
     try:
         serve.start(http_options={"host": s.http_host, "port": s.http_port})
-        _run_until(lambda: serve.run(build_app(cfg, s.feast, registry_root=s.registry_root,
-                                                       gpus_available=gpus),
+        _run_until(lambda: serve.run(build_app(
+            cfg, s.feast, registry_root=_absolute(s.registry_root),
+            experiment_path=str(s.experiment_path.resolve()),
+            kafka=s.kafka if s.log_predictions else None,
+            api_key_digests=s.api_key_digests(), gpus_available=gpus),
                                      name=cfg.name, route_prefix=cfg.route_prefix), deadline)
         base = f"http://{s.http_host}:{s.http_port}{cfg.route_prefix.rstrip('/')}"
         _wait_healthy(base, max(deadline - time.monotonic(), 1.0))

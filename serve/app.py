@@ -10,9 +10,11 @@ from ray.serve import Application
 
 from features.store import FeastConfig
 from serve.config import AppConfig
-from serve.deployments import FeatureReader, Ranker
+from serve.ingress import Ranker
+from serve.reader import FeatureReader
 from serve.scorer import Scorer
 from serve.watch import RegistryWatcher
+from stream.kafka import KafkaConfig
 
 
 def _gpus(setting: float | str, gpus_available: bool) -> float:
@@ -22,15 +24,19 @@ def _gpus(setting: float | str, gpus_available: bool) -> float:
 
 
 def build_app(cfg: AppConfig, feast: FeastConfig, *, registry_root: str = ".recstream/registry",
+              experiment_path: str = ".recstream/experiment.json",
+              kafka: KafkaConfig | None = None, api_key_digests: list[str] | None = None,
               gpus_available: bool = False) -> Application:
     """The serving graph for ``cfg``; ``gpus_available`` resolves ``gpus_per_replica: auto``;
-    variants that follow a registry pointer read it from ``registry_root`` (one watcher)."""
-    follows = any(v.family is not None and v.version is None for v in cfg.variants)
+    variants that follow a registry pointer read it from ``registry_root`` (one watcher);
+    answers are logged to ``kafka``'s predictions topic (None: not logged); with
+    ``api_key_digests`` a request needs one of those keys; ``experiment_path`` overrides the
+    config's weights, salt and shadow at runtime (:mod:`serve.experiment`)."""
     watcher = RegistryWatcher.options(  # type: ignore[attr-defined]
         ray_actor_options={"num_cpus": 0}
-    ).bind(registry_root, cfg.reload_poll_s) if follows else None
+    ).bind(registry_root, experiment_path, cfg.reload_poll_s)
     reader = FeatureReader.options(  # type: ignore[attr-defined]
-        ray_actor_options={"num_cpus": cfg.reader_cpus}
+        num_replicas=cfg.reader_replicas, ray_actor_options={"num_cpus": cfg.reader_cpus}
     ).bind(feast.model_dump(mode="json"))
     scorers = {
         v.name: Scorer.options(  # type: ignore[attr-defined]
@@ -42,7 +48,10 @@ def build_app(cfg: AppConfig, feast: FeastConfig, *, registry_root: str = ".recs
         ).bind(v.name, v.source(), cfg.max_history, registry_root, watcher)
         for v in cfg.variants
     }
-    weights = {v.name: v.weight for v in cfg.variants}
+    limits = {"max_candidates": cfg.max_candidates, "request_timeout_s": cfg.request_timeout_s,
+              "max_body_bytes": cfg.max_body_bytes, "api_key_digests": api_key_digests or []}
     return Ranker.options(  # type: ignore[attr-defined]
-        ray_actor_options={"num_cpus": cfg.ingress_cpus}
-    ).bind(reader, scorers, weights)
+        num_replicas=cfg.ingress_replicas, ray_actor_options={"num_cpus": cfg.ingress_cpus},
+        user_config=cfg.experiment(),
+    ).bind(reader, scorers, limits, kafka.model_dump(mode="json") if kafka else None,
+           watcher, experiment_path)

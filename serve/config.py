@@ -10,10 +10,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.store import FeastConfig
+from stream.kafka import KafkaConfig
 
 
 class BatchConfig(BaseModel):
@@ -64,6 +65,14 @@ class AppConfig(BaseModel):
     # CPU shares of the light stages (a 2-core node must fit every replica).
     ingress_cpus: float = Field(default=0.25, ge=0)
     reader_cpus: float = Field(default=0.25, ge=0)
+    ingress_replicas: int = Field(default=2, ge=1)
+    reader_replicas: int = Field(default=2, ge=1)
+    request_timeout_s: float = Field(default=10.0, gt=0)  # a 504 past it
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)  # a 413 past it
+    # The experiment: sticky assignment salt (a new salt reshuffles users) and an optional
+    # shadow variant that scores a copy of the traffic (logged, never returned).
+    salt: str = "recstream-ab"
+    shadow: str | None = None
     variants: list[VariantConfig] = Field(min_length=1)
     # How often the registry's pointers are read (by one watcher, whatever the replicas).
     reload_poll_s: float = Field(default=1.0, gt=0)
@@ -75,7 +84,14 @@ class AppConfig(BaseModel):
             raise ValueError(f"variant names must be unique, got {names}")
         if sum(v.weight for v in self.variants) <= 0:
             raise ValueError("at least one variant needs a positive weight")
+        if self.shadow is not None and self.shadow not in names:
+            raise ValueError(f"shadow {self.shadow!r} is not a variant ({names})")
         return self
+
+    def experiment(self) -> dict[str, object]:
+        """The ingress' ``user_config``: what can change without a restart."""
+        return {"weights": {v.name: v.weight for v in self.variants}, "salt": self.salt,
+                "shadow": self.shadow}
 
 
 class ServeSettings(BaseSettings):
@@ -90,6 +106,23 @@ class ServeSettings(BaseSettings):
     ray_address: str = "127.0.0.1:6390"
     # The model registry the variants' pointers are read from (a folder or an fsspec URL).
     registry_root: str = ".recstream/registry"
+    # `recstream ab set` writes the live experiment here; the ingress follows it.
+    experiment_path: Path = Path(".recstream/experiment.json")
+    # Every answer goes to the predictions topic of this cluster (False: not logged).
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    log_predictions: bool = True
+    # API keys (optional): a file of keys, one a line, and/or SERVE_API_KEYS=k1,k2. Only
+    # their SHA-256 digests reach the deployment; a request then needs an x-api-key header.
+    api_keys_file: Path | None = None
+    api_keys: SecretStr | None = None
+
+    def api_key_digests(self) -> list[str]:
+        from serve.http import digest
+
+        keys = self.api_keys.get_secret_value().split(",") if self.api_keys else []
+        if self.api_keys_file is not None:
+            keys += self.api_keys_file.read_text().splitlines()
+        return [digest(k) for k in keys if k.strip()]
     # Token of a cluster with token authentication (the local stack writes this file).
     ray_auth_token_path: Path | None = Path(".recstream/ray_auth_token")
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-Id = Annotated[int, Field(gt=0, lt=2**63)]
+# JSON integers only: "42" and true are refused (422), as are ids outside (0, 2**63)
+Id = Annotated[StrictInt, Field(gt=0, lt=2**63)]
 
 
 class RankRequest(BaseModel):
@@ -15,8 +16,9 @@ class RankRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user_id: Id
-    candidates: list[Id] = Field(min_length=1, max_length=1000)
-    k: int | None = Field(default=None, ge=1)
+    # at most the app config's max_candidates (checked by the ingress: 422)
+    candidates: list[Id] = Field(min_length=1, max_length=100_000)
+    k: StrictInt | None = Field(default=None, ge=1)
     variant: str | None = None
     request_id: str | None = Field(default=None, max_length=64)
 
@@ -34,3 +36,16 @@ class RankResponse(BaseModel):
     bank_version: str | None = None
     history_length: int
     items: list[ScoredItem]
+
+
+class ScoreResponse(BaseModel):
+    """``POST /score``: scores in the order of the candidates (duplicates dropped)."""
+
+    user_id: int
+    request_id: str
+    variant: str
+    model_version: str
+    bank_version: str | None = None
+    history_length: int
+    item_ids: list[int]
+    scores: list[float]

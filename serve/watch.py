@@ -1,9 +1,11 @@
-"""The registry watcher: one deployment reads the pointers; every scorer replica asks it.
+"""The watcher: one deployment reads the registry's pointers and the experiment file; every
+scorer and ingress replica asks it.
 
-``RegistryWatcher.changed(known)`` is a long poll: it answers as soon as a pointer a replica
-follows names another version than ``known`` says (or after ``hold_s``, unchanged). One
-replica reads the registry every ``reload_poll_s`` whatever the number of scorer replicas:
-a pointer file per followed (family, pointer) a poll, not a storm of reads from each replica.
+``RegistryWatcher.changed(known)`` is a long poll: it answers as soon as a key a replica
+follows has another value than ``known`` says (or after ``hold_s``, unchanged). Keys are
+``family/pointer`` (the version it names) and ``experiment`` (the revision of the experiment
+file, :mod:`serve.experiment`). One replica reads every ``reload_poll_s`` whatever the number
+of replicas that ask: a small file per key a poll, not a storm of reads from each replica.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import logging
 from ray import serve
 
 from models.registry import Registry
+from serve.experiment import KEY as EXPERIMENT
+from serve.experiment import ExperimentStore
 
 log = logging.getLogger(__name__)
 Key = str  # "family/pointer"
@@ -23,8 +27,10 @@ Key = str  # "family/pointer"
 class RegistryWatcher:
     """Polls the pointers some scorer follows; answers long polls about them."""
 
-    def __init__(self, root: str, poll_s: float, hold_s: float = 20.0) -> None:
+    def __init__(self, root: str, experiment_path: str, poll_s: float,
+                 hold_s: float = 20.0) -> None:
         self.registry = Registry(root)
+        self.experiment = ExperimentStore(experiment_path)
         self.poll_s = poll_s
         self.hold_s = hold_s
         self.current: dict[Key, str | None] = {}
@@ -34,6 +40,9 @@ class RegistryWatcher:
     def _read(self) -> dict[Key, str | None]:
         out = {}
         for key in list(self.current):
+            if key == EXPERIMENT:
+                out[key] = self.experiment.revision()
+                continue
             family, pointer = key.split("/", 1)
             out[key] = self.registry.pointer(family, pointer)
         return out

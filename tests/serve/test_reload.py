@@ -69,7 +69,8 @@ def test_a_hundred_promotions_under_load_fail_no_request(
            "variants": [{"name": "a", "family": "din", "pointer": "live"}]}
     (tmp_path / "serve.yaml").write_text(yaml.safe_dump(cfg))
     base = serving.deploy(ServeSettings(config_path=tmp_path / "serve.yaml", feast=feast_cfg,
-                                        http_port=free_tcp_port, registry_root=str(root)))
+                                        http_port=free_tcp_port, registry_root=str(root),
+                                        log_predictions=False))
     stop = threading.Event()
     seen: list[tuple[float, int, str | None, str | None, float]] = []
 
