@@ -1,4 +1,10 @@
-"""``recstream ab report``: the A/B analysis of the ranking variants (stream/ab.py, docs/ab.md).
+"""``recstream ab``: the live experiment of the ranking service, and its A/B analysis.
+
+``recstream ab set a=0.5,b=0.5 [--salt S] [--shadow NAME | --no-shadow] [--reason TEXT]``:
+change the serving experiment without a restart (serve/experiment.py; the ingress replicas
+apply it within ``reload_poll_s``; every change is recorded), ``recstream ab show``: the
+config's experiment, the override and the recorded changes, ``recstream ab reset``: back to
+the config's.
 
 ``recstream ab report [--weights a=0.5,b=0.5] [--control a] [--json] [--plot PNG]
 [--parquet DIR] [--since MS] [--cuped [--pre-start MS]]``: reads the samples topic
@@ -23,7 +29,13 @@ def add_parser(sub: Any) -> None:
     ab = sub.add_parser("ab", help="A/B analysis of the ranking variants from the samples",
                         description="CTR per variant and model version with delta-method "
                                     "intervals, lift vs the control, SRM check, CUPED.")
-    ab.add_argument("action", choices=["report"])
+    ab.add_argument("action", choices=["report", "set", "show", "reset"])
+    ab.add_argument("split", nargs="?", default=None,
+                    help="set: the new weights, e.g. a=0.5,b=0.5 (names of the config)")
+    ab.add_argument("--salt", default=None, help="set: a new salt (reshuffles every user)")
+    ab.add_argument("--shadow", default=None, help="set: the shadow variant")
+    ab.add_argument("--no-shadow", action="store_true", help="set: no shadow variant")
+    ab.add_argument("--reason", default="", help="set/reset: why (kept in the record)")
     ab.add_argument("--weights", default=None,
                     help="configured split, e.g. a=0.5,b=0.5 (default: the serving config's "
                          "weights, else equal over the variants seen)")
@@ -56,20 +68,68 @@ def parse_weights(text: str) -> dict[str, float]:
 
 
 def configured_weights() -> dict[str, float] | None:
-    """The serving config's variant weights (SERVE_CONFIG_PATH), None when it cannot be read."""
+    """The live weights: an ``ab set`` override, else the serving config's (SERVE_*); None
+    when neither can be read. The shadow variant scores a copy and never serves: left out."""
     import yaml
 
     from serve.config import ServeSettings, load_app_config
+    from serve.experiment import ExperimentStore
 
+    s = ServeSettings()
     try:
-        cfg = load_app_config(ServeSettings().config_path)
+        cfg = load_app_config(s.config_path)
     except (OSError, ValueError, yaml.YAMLError):  # missing, invalid (pydantic), not YAML
         return None
-    shadow = getattr(cfg, "shadow", None)  # scores a copy of the traffic, never serves it
-    return {v.name: v.weight for v in cfg.variants if v.name != shadow}
+    live = {**cfg.experiment(), **(ExperimentStore(s.experiment_path).read() or {})}
+    weights: dict[str, float] = dict(live["weights"])
+    return {n: w for n, w in weights.items() if n != live.get("shadow")}
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    """``ab set`` / ``ab show`` / ``ab reset``."""
+    import json
+
+    from serve.config import ServeSettings, load_app_config
+    from serve.experiment import ExperimentStore
+
+    s = ServeSettings()
+    cfg = load_app_config(s.config_path)
+    store = ExperimentStore(s.experiment_path)
+    if args.action == "show":
+        console.print_json(json.dumps({"config": cfg.experiment(), "override": store.read(),
+                                       "changes": store.history()}))
+        return 0
+    if args.action == "reset":
+        store.set(None, reason=args.reason)
+        console.print(f"experiment: back to {s.config_path}'s {cfg.experiment()}")
+        return 0
+    names = {v.name for v in cfg.variants}
+    override: dict[str, Any] = dict(store.read() or {})
+    try:
+        if args.split:
+            weights = parse_weights(args.split.replace(" ", ","))
+            if unknown := set(weights) - names:
+                raise ValueError(f"unknown variants {sorted(unknown)}; the config has "
+                                 f"{sorted(names)}")
+            override["weights"] = {n: weights.get(n, 0.0) for n in sorted(names)}
+        if args.shadow is not None and args.shadow not in names:
+            raise ValueError(f"shadow {args.shadow!r} is not a variant ({sorted(names)})")
+    except ValueError as exc:
+        console.print(f"[red]ab set: {exc}[/red]")
+        return 1
+    if args.salt is not None:
+        override["salt"] = args.salt
+    if args.shadow is not None or args.no_shadow:
+        override["shadow"] = None if args.no_shadow else args.shadow
+    change = store.set(override, reason=args.reason)
+    console.print(f"experiment set (applied by the ingress within {cfg.reload_poll_s} s): "
+                  f"{change['after']}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action != "report":
+        return _experiment(args)
     from stream import ab, ab_report
 
     try:
