@@ -42,6 +42,7 @@ from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
 from bench import write_result
+from bench.progress import Phases
 from features.store import FeastConfig, FeatureAccess, UserSequence, apply_definitions, open_store
 from stream.gcfreeze import freeze_startup_heap
 from stream.localservices import redis_up
@@ -87,11 +88,14 @@ def _timed(write: Callable[[], object], rounds: int) -> list[float]:
 
 def run(users: list[int], rounds: int, variants: list[str]) -> dict[str, Any]:
     """Medians (ms a write, µs a user row) of every variant and user count."""
-    with tempfile.TemporaryDirectory(prefix="recstream-feast-bench-") as tmp:
-        return {f"users_{n}": _one(Path(tmp) / str(n), n, rounds, variants) for n in users}
+    with (tempfile.TemporaryDirectory(prefix="recstream-feast-bench-") as tmp,
+          Phases("bench feast", total=len(users) * TURNS) as phases):
+        return {f"users_{n}": _one(Path(tmp) / str(n), n, rounds, variants, phases)
+                for n in users}
 
 
-def _one(root: Path, n: int, rounds: int, variants: list[str]) -> dict[str, Any]:
+def _one(root: Path, n: int, rounds: int, variants: list[str], phases: Phases
+         ) -> dict[str, Any]:
     seqs = _sequences(n)
     stores: dict[str, FeatureAccess] = {}
     try:
@@ -100,7 +104,8 @@ def _one(root: Path, n: int, rounds: int, variants: list[str]) -> dict[str, Any]
         for access in stores.values():
             access.write_sequences(seqs)  # creates the rows: later writes are updates
         runs: dict[str, list[float]] = {v: [] for v in variants}
-        for _ in range(TURNS):
+        for turn in range(TURNS):
+            phases(f"{n} users, turn {turn + 1}/{TURNS}")
             for v, access in stores.items():
                 runs[v] += _timed(partial(access.write_sequences, seqs), rounds)
         per: dict[str, Any] = {

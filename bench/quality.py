@@ -195,8 +195,8 @@ def run_arch(arch: str, frame: Any, train: SampleSet, test: SampleSet, seeds: li
         model = build_model(arch, frame, dim=args.dim, init_std=args.init_std, **extra)
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           lr_schedule=args.lr_schedule, bias_lr=args.bias_lr,
-                          mba_lambda=args.mba_lambda,
-                          device=args.device, seed=seed)
+                          mba_lambda=args.mba_lambda, device=args.device, seed=seed,
+                          progress=sys.stderr.isatty())  # epochs and steps on a terminal
         stats = fit(model, train, cfg)
         ours.append({**evaluate(model, test), "train_seconds": stats["seconds"],
                      "train_samples_per_s": stats["samples_per_s"]})

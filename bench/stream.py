@@ -35,6 +35,7 @@ from kafka import TopicPartition
 from kafka.record import util as kafka_record_util
 
 from bench import write_result
+from bench.progress import Phases
 from bench.stream_scale import scale_out, warm_up
 from features.store import FeastConfig, FeatureAccess, apply_definitions, open_store
 from stream.consumer import StreamConsumer
@@ -230,7 +231,9 @@ def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window
     scale_cfg = _settings(bootstrap, data_dir, window_s, online)
     scale_cfg.kafka.topics.events = thr.kafka.topics.events
     scale: dict[str, Any] | None = None
+    phases = Phases("bench stream", total=RAW_PASSES + 5 + (2 if processes > 0 else 0))
     try:
+        phases("produce")
         frame = generate(n, SyntheticConfig(seed=3, n_users=users))
         total = produce(events_from_frame(frame, id_prefix="bench"), thr.kafka)
         # The anchor reads the topic in 0.15-0.3 s. Its passes used to alternate between two
@@ -240,20 +243,30 @@ def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window
         # under the same freeze. Then the best of three, as timeit takes the fastest repeat:
         # noise only ever slows a pass, and the best pass makes the ratio the hardest to meet.
         freeze_startup_heap()
-        raw_runs = [raw_consume(thr.kafka, total) for _ in range(RAW_PASSES)]
+        raw_runs = []
+        for k in range(RAW_PASSES):
+            phases(f"bare consumer {k + 1}/{RAW_PASSES}")
+            raw_runs.append(raw_consume(thr.kafka, total))
         raw_eps = max(raw_runs)
-        pipe_eps, phases = pipeline(thr, total)
+        phases("pipeline")
+        pipe_eps, per_phase = pipeline(thr, total)
+        phases("drain")
         drainer = StreamConsumer(thr, client_id="bench-drain")
         try:
             _drain(drainer, thr)
         finally:
             drainer.close()
+        phases("freshness")
         fresh, achieved = freshness(fresh_cfg, live_n, rate, users)
+        phases("check")
         checks = {"throughput_phase": check(thr), "freshness_phase": check(fresh_cfg)}
         if processes > 0:
+            phases(f"scale-out, {processes} processes")
             scale = scale_out(scale_cfg, processes, total)
+            phases("check scale-out")
             checks["scale_out_phase"] = check(scale_cfg)
     finally:
+        phases.close()
         if online.get("online_store") == "redis":
             for used in (thr, fresh_cfg, scale_cfg):
                 open_store(used.feast).teardown()
@@ -268,9 +281,9 @@ def run(bootstrap: str, data_dir: Path, n: int, rate: float, live_n: int, window
         # µs an event by phase (after the warm-up record), and the ratio the pipeline would
         # reach if it decoded as fast as the anchor and validation, the join, the sequence
         # rule and the Kafka writes cost nothing: only its Feast write on top of the anchor
-        "phases_us_per_event": phases,
+        "phases_us_per_event": per_phase,
         "anchor_us_per_event": round(1e6 / raw_eps, 2),
-        "ratio_ceiling": _ceiling(raw_eps, phases),
+        "ratio_ceiling": _ceiling(raw_eps, per_phase),
         "events": total,
         "users": users,
         "freshness_rate_eps": rate,

@@ -15,7 +15,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -193,15 +193,25 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace, rest: list[str]) -> int:
-    if args.which == "stream":
-        from bench.stream import main as bench_main
-    elif args.which == "feast":
-        from bench.feast_write import main as bench_main
-    elif args.which == "replay":
-        from bench.replay import main as bench_main
-    else:
-        from bench.quality import main as bench_main
-    return int(bench_main(rest))
+    """Run the benchmark ``args.which`` with the rest of the command line (its own options)."""
+    import importlib
+
+    from bench import BENCHMARKS
+
+    return int(importlib.import_module(BENCHMARKS[args.which].module).main(rest))
+
+
+def _add_bench_parser(sub: Any) -> None:
+    """``bench NAME``, one NAME for each benchmark that registered itself (bench.BENCHMARKS);
+    what follows NAME, ``--help`` included, is the benchmark's own (:func:`main`)."""
+    from bench import BENCHMARKS
+
+    be = sub.add_parser("bench", help="benchmarks (`recstream bench NAME --help`: its options)",
+                        description="Benchmarks; `recstream bench NAME --help` lists the options "
+                                    "of NAME. Results in bench/results/.")
+    names = be.add_subparsers(dest="which", required=True, metavar="NAME")
+    for name, benchmark in BENCHMARKS.items():
+        names.add_parser(name, help=benchmark.what, add_help=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,8 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--events", type=int, default=4000)
     de.add_argument("--rate", type=float, default=1000.0)
 
-    be = sub.add_parser("bench", help="benchmarks (options after the name go to it)")
-    be.add_argument("which", choices=["stream", "feast", "quality", "replay"])
+    _add_bench_parser(sub)
 
     models_cli.add_parser(sub)
     ab_cli.add_parser(sub)
