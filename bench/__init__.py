@@ -23,6 +23,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "feast": Benchmark("bench.feast_write", "the Feast online write: recstream's stores vs "
                                             "Feast's own (SQLite, Redis when one listens)"),
     "quality": Benchmark("bench.quality", "BaseModel/DIN/DIEN vs DeepCTR-Torch on ml-100k"),
+    "loop": Benchmark("bench.loop", "the closed loop: simulated users on the whole stack, a "
+                                    "static arm vs one the incremental trainer updates"),
     "replay": Benchmark("bench.replay", "static vs incremental vs full retraining through time "
                                         "windows of MovieLens"),
 }

@@ -34,7 +34,8 @@ from stream.kafka import KafkaConfig, make_consumer
 from stream.samples import decode_batch
 from stream.topicread import iter_range, true_end
 
-COLUMNS = ("sample_id", "user_id", "label", "event_ts_ms", "variant", "model_version")
+COLUMNS = ("sample_id", "user_id", "item_id", "label", "event_ts_ms", "request_id", "variant",
+           "model_version")
 _RATIO_COLUMNS = ("users", "impressions", "clicks", "ctr", "ctr_se", "ctr_low", "ctr_high")
 
 

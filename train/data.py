@@ -53,9 +53,10 @@ def _problem(s: Mapping[str, Any]) -> str | None:
     return None
 
 
-def to_sample_set(samples: Iterable[Mapping[str, Any]], max_len: int = 50, seed: int = 0
-                  ) -> Decoded:
-    """The valid ``samples`` (dicts as the stream writes them) as a SampleSet by event time."""
+def to_sample_set(samples: Iterable[Mapping[str, Any]], max_len: int = 50, seed: int = 0,
+                  by_event_time: bool = True) -> Decoded:
+    """The valid ``samples`` (dicts as the stream writes them) as a SampleSet by event time,
+    or, ``by_event_time=False``, in the order given (the order the stream emitted them)."""
     rows: list[Mapping[str, Any]] = []
     invalid: Counter[str] = Counter()
     for s in samples:
@@ -64,7 +65,8 @@ def to_sample_set(samples: Iterable[Mapping[str, Any]], max_len: int = 50, seed:
             rows.append(s)
         else:
             invalid[problem] += 1
-    rows.sort(key=lambda s: int(s["event_ts_ms"]))
+    if by_event_time:
+        rows.sort(key=lambda s: int(s["event_ts_ms"]))
     n = len(rows)
     hist_item = np.zeros((n, max_len), np.int64)  # (N, T)
     hist_cat = np.zeros((n, max_len), np.int64)  # (N, T)

@@ -156,8 +156,14 @@ class IncrementalTrainer:
             return None
         start = time.perf_counter()
         records, self.pending = self.pending, []
+        # In the order the stream emitted them, not by event time: a click's positive is
+        # emitted at once, an impression's negative only when its attribution window closes,
+        # so the newest event times hold the positives of impressions whose negatives are
+        # not out yet. Held out by event time, that slice's click rate is inflated and the
+        # next training part's deflated; by emission, both are alike.
         decoded = to_sample_set((s for r in records for s in r.samples),
-                                max_len=self.s.max_history, seed=self.s.seed + self.updates)
+                                max_len=self.s.max_history, seed=self.s.seed + self.updates,
+                                by_event_time=False)
         for reason, count in decoded.invalid.items():
             metrics.SAMPLES.labels("invalid").inc(count)
             log.warning("%d samples left out: %s", count, reason)

@@ -52,9 +52,9 @@ def train_full(frame: pd.DataFrame, s: TrainSettings, *, publish: bool = True
     out: dict[str, Any] = {"arch": s.arch, "out_dir": str(s.out_dir)}
     if publish:
         reg = Registry(s.registry_root)
-        window = {"source": "frame", "events": len(frame),
-                  "first_ts_ms": int(frame["ts"].min()), "last_ts_ms": int(frame["ts"].max()),
-                  "newest_event_ts_ms": int(frame["ts"].max())}
+        ts_ms = frame["ts"].astype("int64") * 1000  # the frame's ts: unix seconds
+        window = {"source": "frame", "events": len(frame), "first_ts_ms": int(ts_ms.min()),
+                  "newest_event_ts_ms": int(ts_ms.max())}
         version = reg.publish(model, s.family, parent=None, sample_range=window,
                               metrics={"holdout": metrics})
         out["version"] = version

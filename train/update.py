@@ -6,7 +6,8 @@ Run: ``updater = TopUpdater(live, settings)``; per batch of new samples
 (:mod:`train.incremental`) and the replay benchmark (``recstream bench replay``) both drive
 this class, so the benchmark measures the trainer's own step and guard.
 
-A proposal splits the new samples by event time: the newest ``holdout_frac`` are held out;
+A proposal splits the new samples in their order (the trainer gives them in the order the
+stream emitted them, :mod:`train.incremental`): the newest ``holdout_frac`` are held out;
 the candidate, a new top network on the live version's bank (shared and frozen: no
 gradient, no optimizer state, bitwise unchanged), is fine-tuned for one epoch on the rest
 plus up to ``buffer_samples`` earlier accepted samples, and judged (:func:`train.guard.judge`)
@@ -69,7 +70,7 @@ class TopUpdater:
         self.live = live
 
     def propose(self, samples: SampleSet) -> Update:
-        """A candidate fine-tuned on ``samples`` (event-time order) and the guard's verdict."""
+        """A candidate fine-tuned on ``samples`` (oldest first) and the guard's verdict."""
         start = time.perf_counter()
         cut = len(samples) - max(1, round(len(samples) * self.s.holdout_frac))
         fresh, holdout = samples.subset(slice(0, cut)), samples.subset(slice(cut, None))
