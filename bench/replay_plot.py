@@ -14,18 +14,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after the backend is chosen
 
-STYLE = {"static": ("tab:gray", "s"), "incremental": ("tab:blue", "o"),
-         "full": ("tab:orange", "^")}
+STYLE = {"static": ("tab:gray", "s", "-"), "incremental": ("tab:blue", "o", "-"),
+         "full": ("tab:orange", "^", "-"), "top_refit": ("tab:green", "x", ":")}
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
     """AUC of each policy per window to ``path`` (PNG; folders made)."""
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
-    for policy, (color, marker) in STYLE.items():
-        found = result["policies"][policy]
+    for policy, found in result["policies"].items():
+        color, marker, line = STYLE[policy]
         auc = [float("nan") if v is None else v for v in found["auc"]]
         mean = found["mean"]["auc"]
-        ax.plot(range(1, len(auc) + 1), auc, color=color, marker=marker,
+        ax.plot(range(1, len(auc) + 1), auc, color=color, marker=marker, linestyle=line,
                 label=f"{policy} (mean {mean:.4f}, {found['seconds']:.1f} s of updates)")
     proto = result["protocol"]
     gain, ratio = result["gain_recovered"], result["compute_ratio"]

@@ -90,8 +90,9 @@ def test_short_replay_on_the_ml_latest_format(tmp_path: Path,
         for metric in ("auc", "gauc", "logloss"):
             assert len(found[metric]) == windows  # one figure per window, the same windows
             assert found["mean"][metric] is not None
-        assert found["seconds"] >= 0
+        assert found["seconds"] >= 0 and found["cpu_seconds"] >= 0
     pol = result["policies"]
+    assert list(pol) == list(replay.POLICIES)  # no diagnostic policy unless asked
     # window 0 is scored before any update: the three policies are the same model there
     assert pol["static"]["auc"][0] == pol["incremental"]["auc"][0] == pol["full"]["auc"][0]
     assert len(pol["incremental"]["update_seconds"]) == windows - 1
@@ -106,7 +107,8 @@ def test_short_replay_on_the_ml_latest_format(tmp_path: Path,
     # ... while every candidate's top network moved
     assert moved == [True] * (windows - 1)
 
-    for key in ("gain_recovered", "compute_ratio", "auc_gap_full_minus_static"):
+    for key in ("gain_recovered", "compute_ratio", "compute_ratio_cpu",
+                "auc_gap_full_minus_static"):
         assert key in result
     assert result["targets"]["gain_recovered_min"] == 0.7
     assert result["targets"]["compute_ratio_max"] == 0.2
@@ -114,6 +116,16 @@ def test_short_replay_on_the_ml_latest_format(tmp_path: Path,
     assert result["protocol"]["recipe"]["epochs"] == 1
     assert result["protocol"]["incremental"]["buffer_samples"] == 1000
     assert result["machine"]["cpu_count"]
+
+
+def test_top_bound_adds_the_diagnostic_policy(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    assert replay.main(["--data", str(_fake_ml_latest(tmp_path, n=2000)), "--json", str(out),
+                        "--windows", "2", "--epochs", "1", "--dim", "8", "--top-bound"]) == 0
+    pol = json.loads(out.read_text())["policies"]
+    assert list(pol) == [*replay.POLICIES, "top_refit"]
+    assert len(pol["top_refit"]["auc"]) == 2 and len(pol["top_refit"]["update_seconds"]) == 1
+    assert pol["top_refit"]["auc"][0] == pol["static"]["auc"][0]
 
 
 def test_cli_help_lists_the_benchmark_options(capsys: pytest.CaptureFixture[str]) -> None:
