@@ -27,6 +27,8 @@ BENCHMARKS: dict[str, Benchmark] = {
                                     "static arm vs one the incremental trainer updates"),
     "replay": Benchmark("bench.replay", "static vs incremental vs full retraining through time "
                                         "windows of MovieLens"),
+    "serve": Benchmark("bench.serve", "DIN/DIEN in-process vs a plain FastAPI app vs recstream "
+                                      "on Ray Serve (p50/p99/rps, reloads; --device cuda)"),
 }
 
 
