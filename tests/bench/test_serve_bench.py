@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from bench.serve import MODELS, main, make_requests
+from bench.serve import MODELS, gpu_target, main, make_requests
 from bench.serve_http import bodies, build_world, fastapi_app, load
 
 TINY = ["--warmup-s", "0.2", "--inprocess-s", "0.5", "--batched-s", "0.2",
@@ -32,6 +34,25 @@ def test_model_only_writes_every_cell(tmp_path: Path) -> None:
     assert result["settings"]["weights"].startswith("random")
     assert "judged on an NVIDIA GPU only" in result["targets"]["dien_gpu"]
     assert result["machine"]["device"] == "cpu"
+
+
+def test_the_gpu_side_imports_torch_numpy_and_models_only() -> None:
+    code = ("import sys; from bench.serve import batched, make_requests, random_model; "
+            "batched(random_model('dien'), make_requests(4, 2), [2], 0.0, 'cpu', min_calls=1); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'ray', 'feast', 'kafka', 'pandas', 'fastapi', 'features', 'serve', 'stream'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_gpu_target_takes_the_fastest_batch_within_the_p99() -> None:
+    rows = {"8": {"p99_request_bound_ms": 1.0, "rps": 4000.0},
+            "32": {"p99_request_bound_ms": 2.9, "rps": 9000.0},
+            "64": {"p99_request_bound_ms": 3.5, "rps": 15000.0}}
+    judged = gpu_target(rows)
+    assert (judged["batch_size"], judged["rps"], judged["met"]) == (32, 9000.0, True)
+    assert gpu_target({"64": rows["64"]})["met"] is False
 
 
 def test_the_fastapi_app_serves_the_features_written(tmp_path: Path) -> None:
