@@ -1,4 +1,4 @@
-"""Deploy the serving app on the local Ray cluster and wait until it answers over HTTP.
+"""Deploy the serving app on a Ray cluster and wait until it answers over HTTP.
 
 Run: ``recstream serve`` (after ``recstream stack up`` and ``recstream train``). What keeps
 it from serving (no trained model, no cluster, a deployment whose replicas cannot start,
@@ -22,6 +22,8 @@ from pathlib import Path
 
 import ray
 import requests
+import yaml
+from pydantic import ValidationError
 from ray import serve
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
@@ -75,7 +77,11 @@ def deploy(s: ServeSettings, *, namespace: str = "recstream",
     :func:`infra.stack.ray_auth_env`) before anything imports ray. Raises
     :class:`DeployError` before touching the cluster when a variant has no checkpoint.
     """
-    cfg = load_app_config(s.config_path)
+    try:
+        cfg = load_app_config(s.config_path)
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # missing, not YAML, refused
+        why = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else _first_line(exc)
+        raise DeployError(f"the serve config {s.config_path} cannot be used: {why}") from None
     if missing := missing_models(cfg, s.registry_root):
         raise DeployError(f"no trained model at {missing[0]}: run `recstream train` first "
                           f"(the serve config is {s.config_path})")
@@ -104,8 +110,8 @@ def deploy(s: ServeSettings, *, namespace: str = "recstream",
     except Exception as exc:
         failed = _deployment_errors(cfg.name)
         log = _write_log(exc, failed)
-        why = (f"{name} could not start ({_last_line(msg)})" for name, msg in failed)
-        raise DeployError(f"deploying {cfg.name} failed: {next(why, _first_line(exc))}; "
+        starts = (f"{name} could not start ({_last_line(msg)})" for name, msg in failed)
+        raise DeployError(f"deploying {cfg.name} failed: {next(starts, _first_line(exc))}; "
                           f"full log: {log}", log) from exc
     return base
 

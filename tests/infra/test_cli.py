@@ -204,6 +204,8 @@ def _serve_config(tmp_path: Path, model_dir: Path) -> Path:
 
     raw = yaml.safe_load((Path(stack.__file__).with_name("serve.yaml")).read_text())
     raw["variants"][0]["model_dir"] = str(model_dir)
+    for key in ("family", "pointer", "version"):  # a checkpoint folder instead
+        raw["variants"][0].pop(key, None)
     path = tmp_path / "serve.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -240,7 +242,9 @@ def test_serve_whose_deployment_fails_exits_with_one_line_and_the_log(
     retries, and `recstream serve` prints one line naming the log that holds the error."""
     ray_port, http_port = free_tcp_port_factory(), free_tcp_port_factory()
     token = tmp_path / "ray_auth_token"
-    model = tmp_path / "models" / "din"
+    # not tmp_path/models: the replicas run in this directory, where a `models` folder
+    # would shadow recstream's models package
+    model = tmp_path / "checkpoints" / "din"
     model.mkdir(parents=True)
     (model / "model.json").write_text("{this is no checkpoint")
     stack.start_ray(ray_port, free_tcp_port_factory(), token, num_cpus=2)
