@@ -24,6 +24,7 @@ consumer and the incremental trainer (threads of this process), and the simulate
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import threading
 import time
@@ -45,14 +46,20 @@ def _free_port() -> int:
 
 def run_loop(minutes: float, *, seed: int = 7, interval_s: float = 5.0, clients: int = 4,
              warmup_events: int = 20_000, world: WorldConfig | None = None,
-             log: Any = print) -> dict[str, Any]:
-    """The whole loop (module docstring); returns the raw material of the report."""
+             log: Any = print, stack: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The whole loop (module docstring); returns the raw material of the report.
+
+    ``stack``: run on a stack already up (``recstream demo``): ``kafka`` (KafkaConfig),
+    ``feast`` (FeastConfig), ``ray_address``, ``data_dir`` and the ``stream_metrics_port`` /
+    ``train_metrics_port`` its Prometheus scrapes; else a broker, Feast and a local Ray of
+    the loop's own, all stopped at the end.
+    """
     import ray
 
     from bench.loop_sim import Clients
     from features.store import FeastConfig, apply_definitions, open_store
-    from infra import serving
     from models.registry import Registry
+    from serve import deploy as serving
     from serve.config import ServeSettings
     from stream.kafka import KafkaConfig, ensure_topics
     from stream.localservices import start_broker
@@ -62,18 +69,25 @@ def run_loop(minutes: float, *, seed: int = 7, interval_s: float = 5.0, clients:
     from train.job import train_full
     from train.settings import TrainSettings
 
-    tmp = Path(tempfile.mkdtemp(prefix="recstream-loop-"))
+    given = stack or {}
+    tmp = Path(given.get("data_dir") or tempfile.mkdtemp(prefix="recstream-loop-")) / "loop"
+    shutil.rmtree(tmp / "registry", ignore_errors=True)  # a demo's earlier run
+    tmp.mkdir(parents=True, exist_ok=True)
     world_cfg = world or WorldConfig(seed=seed)
     sim = World(world_cfg)
-    port = _free_port()
-    broker = start_broker(port, tmp / "tansu.log", die_with_parent=True)
+    broker = None
+    if "kafka" not in given:
+        port = _free_port()
+        broker = start_broker(port, tmp / "tansu.log", die_with_parent=True)
     stop = threading.Event()
     threads: list[threading.Thread] = []
     try:
-        kafka = KafkaConfig(bootstrap_servers=f"127.0.0.1:{port}", partitions=2)
+        kafka = given.get("kafka") or KafkaConfig(bootstrap_servers=f"127.0.0.1:{port}",
+                                                  partitions=2)
         ensure_topics(kafka)
-        feast = FeastConfig(data_dir=tmp / "feast")
-        apply_definitions(open_store(feast))
+        feast = given.get("feast") or FeastConfig(data_dir=tmp / "feast")
+        if "feast" not in given:
+            apply_definitions(open_store(feast))
         root = str(tmp / "registry")
         log(f"1. the first model on {warmup_events} logged impressions")
         logged = sim.logged(warmup_events, start_ts=int(time.time()) - 600)
@@ -81,8 +95,12 @@ def run_loop(minutes: float, *, seed: int = 7, interval_s: float = 5.0, clients:
             arch="din", dim=16, epochs=2, out_dir=tmp / "first", registry_root=root))
         reg = Registry(root)
         log("2. Ray Serve: static (pinned) and incremental (din/live), 50/50")
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 namespace="recstream-loop")
+        if "ray_address" in given:
+            ray.init(address=given["ray_address"], namespace="recstream-loop",
+                     log_to_driver=False)
+        else:
+            ray.init(address="local", num_cpus=2, include_dashboard=False,
+                     log_to_driver=False, namespace="recstream-loop")
         cfg = {"name": "loop", "route_prefix": "/", "reload_poll_s": 0.5,
                "ingress_replicas": 1, "reader_replicas": 1,
                "variants": [{"name": "static", "version": first["version"], "weight": 0.5},
@@ -92,11 +110,17 @@ def run_loop(minutes: float, *, seed: int = 7, interval_s: float = 5.0, clients:
             config_path=tmp / "serve.yaml", feast=feast, http_port=_free_port(),
             registry_root=root, kafka=kafka, experiment_path=tmp / "experiment.json"))
         log(f"3. the consumer and the incremental trainer (TRAIN_INTERVAL_S={interval_s})")
-        stream = StreamSettings(kafka=kafka, feast=feast, metrics_port=0,
+        stream = StreamSettings(kafka=kafka, feast=feast,
+                                metrics_port=given.get("stream_metrics_port", 0),
                                 attribution_window_s=2.0, group_id="loop-stream")
         trainer = IncrementalTrainer(TrainSettings(
             arch="din", kafka=kafka, registry_root=root, group_id="loop-train",
-            interval_s=interval_s, min_new_samples=300, buffer_samples=5000, metrics_port=0))
+            interval_s=interval_s, min_new_samples=300, buffer_samples=5000,
+            metrics_port=given.get("train_metrics_port", 0)))
+        if trainer.s.metrics_port:
+            from train.metrics import start_metrics_server
+
+            start_metrics_server(trainer.s.metrics_port)
         threads = [threading.Thread(target=run_service, args=(stream, stop), daemon=True),
                    threading.Thread(target=trainer.run, args=(stop,), daemon=True)]
         for th in threads:
@@ -114,8 +138,9 @@ def run_loop(minutes: float, *, seed: int = 7, interval_s: float = 5.0, clients:
         for th in threads:
             th.join(timeout=30)
         serving.shutdown()
-        broker.terminate()
-        broker.wait(timeout=10)
+        if broker is not None:
+            broker.terminate()
+            broker.wait(timeout=10)
 
 
 def _wait_samples(kafka: Any, impressions: int, timeout_s: float) -> Any:

@@ -178,7 +178,7 @@ def _serve(args: argparse.Namespace) -> int:
     from serve.config import serve_settings
 
     _use_ray_token(serve_settings().ray_auth_token_path)
-    from infra.serving import run_forever
+    from serve.deploy import run_forever
 
     return run_forever()
 
@@ -189,7 +189,7 @@ def _demo(args: argparse.Namespace) -> int:
     _use_ray_token(StackSettings(data_dir=DEMO_DIR).ray_token_path)
     from infra.demo import run_demo
 
-    return run_demo(DEMO_DIR, keep=args.keep, events=args.events, rate=args.rate)
+    return run_demo(DEMO_DIR, keep=args.keep, minutes=args.minutes)
 
 
 def _bench(args: argparse.Namespace, rest: list[str]) -> int:
@@ -252,10 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("serve", help="run the Ray Serve app until interrupted")
 
-    de = sub.add_parser("demo", help="stack up, stream, train, serve, rank, stack down")
-    de.add_argument("--keep", action="store_true", help="leave everything running")
-    de.add_argument("--events", type=int, default=4000)
-    de.add_argument("--rate", type=float, default=1000.0)
+    de = sub.add_parser("demo", help="the closed loop, short, on the local stack: simulated "
+                                     "users, a static and an incremental arm, the A/B report")
+    de.add_argument("--keep", action="store_true", help="leave the stack running")
+    de.add_argument("--minutes", type=float, default=1.5, help="how long the users click")
 
     _add_bench_parser(sub)
 

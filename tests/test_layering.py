@@ -37,7 +37,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
 # stream/'s client settings and producer, and nothing else of stream/.
 MAY_ALSO_IMPORT: dict[str, frozenset[str]] = {"serve": frozenset({"stream.kafka"})}
 # The only modules that import bench/: the CLI offers the benchmarks (bench.BENCHMARKS).
-BENCH_IMPORTERS = frozenset({"infra.cli"})
+BENCH_IMPORTERS = frozenset({"infra.cli", "infra.demo"})  # the demo runs bench.loop
 # models/ runs on a box with torch and a few light packages: none of these.
 NOT_IN_MODELS = ("ray", "feast", "kafka")
 
@@ -132,7 +132,7 @@ def test_each_package_imports_only_what_the_rule_allows() -> None:
     assert wrong == []
 
 
-def test_only_the_cli_imports_bench() -> None:
+def test_only_the_cli_and_the_demo_import_bench() -> None:
     wrong = [str(imp) for imp in IMPORTS if _package(imp.target) == "bench"
              and _package(imp.module) != "bench" and imp.module not in BENCH_IMPORTERS]
     assert wrong == []
