@@ -19,15 +19,15 @@ import requests
 import yaml
 
 from features.store import FeastConfig, FeatureAccess, repo_config
-from infra import serving
-from train.job import train_full
-from train.settings import TrainSettings
+from serve import deploy as serving
 from serve.config import ServeSettings
 from stream.kafka import KafkaConfig
 from stream.producer import events_from_frame, produce
 from stream.settings import StreamSettings
 from stream.synthetic import SyntheticConfig, generate
 from tests.infra.promfiles import SERVE_DASHBOARD, SERVE_RULES, dashboard_exprs, rules_of
+from train.job import train_full
+from train.settings import TrainSettings
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import requests
 import yaml
 
 from features.store import FeastConfig
-from infra import serving
+from serve import deploy as serving
 from serve.config import ServeSettings
 from serve.experiment import ExperimentStore
 from stream.kafka import KafkaConfig, make_consumer

@@ -17,8 +17,8 @@ import torch
 import yaml
 
 from features.store import FeastConfig
-from infra import serving
 from models.registry import Registry
+from serve import deploy as serving
 from serve.config import ServeSettings
 from stream.synthetic import SyntheticConfig, generate
 from train.job import train_full
