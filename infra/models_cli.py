@@ -15,7 +15,6 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -24,14 +23,6 @@ if TYPE_CHECKING:  # imported when run: `recstream --help` stays light
     from models.registry import Registry
 
 console = Console()
-
-
-class RegistrySettings(BaseSettings):
-    """Where the registry lives (``TRAIN_REGISTRY_ROOT``)."""
-
-    model_config = SettingsConfigDict(env_prefix="TRAIN_REGISTRY_", extra="ignore")
-
-    root: str = ".recstream/registry"
 
 
 def add_parser(sub: Any) -> None:
@@ -160,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
     from models.registry import Registry, RegistryError
 
     try:
-        reg = Registry(args.root or RegistrySettings().root)
+        from train.settings import train_settings
+
+        reg = Registry(args.root or train_settings().registry_root)
         out = ACTIONS[args.models_cmd](reg, args)
     except RegistryError as exc:
         if args.json:

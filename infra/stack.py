@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -163,6 +164,11 @@ def ray_address(port: int) -> str:
     return f"127.0.0.1:{port}"
 
 
+def redacted(connection_string: str) -> str:
+    """A Feast Redis connection string with its password (``password=...``) hidden."""
+    return re.sub(r"(password=)[^,]*", r"\1***", connection_string)
+
+
 @dataclass
 class Status:
     kafka: bool
@@ -185,7 +191,7 @@ class Status:
             f"feast  {mark(self.feast):4}  {s.feast.online_store} online store, "
             f"registry {s.feast.data_dir / 'registry.db'}",
         ] + [f"{name:6} {mark(ok):4}  {where}" for name, ok, where in (
-            ("redis", self.redis, s.feast.redis_connection_string),
+            ("redis", self.redis, redacted(s.feast.redis_connection_string)),
             ("prom", self.prometheus, f"http://127.0.0.1:{s.prometheus_port}"))
             if ok is not None]
 
@@ -209,7 +215,7 @@ def up(s: StackSettings, *, ray: bool = True, log: Callable[[str], None] = print
     server that does not answer is an error before anything starts.
     """
     if s.feast.online_store == "redis" and not redis_up(s.feast.redis_connection_string):
-        raise StackError(f"redis: no server answers at {s.feast.redis_connection_string} "
+        raise StackError(f"redis: no server answers at {redacted(s.feast.redis_connection_string)} "
                          "(the online store is redis; start it, or use sqlite)")
     s.data_dir.mkdir(parents=True, exist_ok=True)
     if not _port_open(s.kafka_port):

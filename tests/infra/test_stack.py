@@ -173,3 +173,11 @@ def test_down_names_a_running_stream_run_and_stops_it_with_all(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_status_hides_a_redis_password() -> None:
+    s = stack.StackSettings()
+    s.feast.online_store = "redis"
+    s.feast.redis_connection_string = "127.0.0.1:1,password=hunter2,db=0"
+    lines = "\n".join(stack.Status(kafka=False, ray=False, feast=False, redis=False).lines(s))
+    assert "hunter2" not in lines and "password=***,db=0" in lines
