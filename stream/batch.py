@@ -28,7 +28,8 @@ class Batch:
     clicks_ts_ms: list[int] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     touched: set[int] = field(default_factory=set)
-    ok: Counter[tuple[EventType, str]] = field(default_factory=Counter)  # (type, outcome)
+    # (type, outcome, variant): valid events, and the A/B variant they carry (or None)
+    ok: Counter[tuple[EventType, str, str | None]] = field(default_factory=Counter)
     dead: dict[int, list[Any]] = field(default_factory=dict)  # DLQ send futures by partition
     commits: dict[TopicPartition, OffsetAndMetadata] = field(default_factory=dict)
     refused: set[int] = field(default_factory=set)  # users whose row the store refused

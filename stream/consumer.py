@@ -141,8 +141,10 @@ class StreamConsumer:
         finally:
             self._account(batch)
         self._bound_cache()
-        for (kind, outcome), count in batch.ok.items():
+        for (kind, outcome, variant), count in batch.ok.items():
             metrics.EVENTS.labels(kind.value, outcome).inc(count)
+            if variant is not None and outcome == "ok":
+                metrics.count_variant(variant, kind.value, count)
         self.last_batch_seconds = time.perf_counter() - t0
         metrics.BATCH_SIZE.observe(n)
         metrics.BATCH_SECONDS.observe(self.last_batch_seconds)

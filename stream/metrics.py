@@ -119,3 +119,23 @@ def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
     """Serve ``/metrics`` on ``port`` in a daemon thread (no-op for port 0)."""
     if port:
         start_http_server(port, addr=addr)
+
+VARIANT_EVENTS = Counter(
+    "recstream_stream_variant_events_total",
+    "Valid impressions and clicks that carry an A/B variant, by variant and event type "
+    "(at most MAX_VARIANTS names a process; more are counted as 'other')",
+    ["variant", "event_type"],
+)
+MAX_VARIANTS = 20  # the variant is the client's word: its label values must stay few
+_variants: set[str] = set()
+
+
+def count_variant(variant: str, event_type: str, count: int) -> None:
+    """Count ``count`` events of ``variant`` (the first MAX_VARIANTS names, then 'other')."""
+    if variant not in _variants:
+        if len(_variants) >= MAX_VARIANTS:
+            variant = "other"
+        else:
+            _variants.add(variant)
+    VARIANT_EVENTS.labels(variant, event_type).inc(count)
+

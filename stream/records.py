@@ -82,4 +82,4 @@ def apply_event(event: EventRow, partition: int, offset: int, part: PartitionSta
             batch.clicks_ts_ms.append(event.ts_ms)
         else:
             metrics.REPLAYED.labels("click").inc()
-    batch.ok[(event.event_type, outcome)] += 1
+    batch.ok[(event.event_type, outcome, event.variant)] += 1
