@@ -85,7 +85,7 @@ class TrainSettings(BaseSettings):
     # The full refresh.
     feast_data_dir: Path = Path(".recstream/feast")
     refresh_window_days: float = Field(default=28.0, gt=0)
-    refresh_every: str = "weekly"  # "weekly", "daily" or a number of seconds
+    refresh_every: str = "weekly"  # "weekly", "daily", "hourly" or a number of seconds
     refresh_workers: int = Field(default=1, ge=1)
     ray_address: str = "127.0.0.1:6390"
     ray_auth_token_path: Path | None = Path(".recstream/ray_auth_token")
