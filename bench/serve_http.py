@@ -15,11 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import json
 import logging
 import os
+import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests as http_client
 import torch
 import yaml
@@ -157,14 +161,49 @@ async def _drive(url: str, payloads: Sequence[bytes], concurrency: int, warmup_s
     return latencies, failed, seen
 
 
+def _host_busy() -> float:
+    """CPU seconds the host has spent busy (all cores, since boot)."""
+    t = psutil.cpu_times()
+    return float(t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0)
+                 + getattr(t, "softirq", 0.0))
+
+
+def _tree_cpu() -> dict[int, float]:
+    """CPU seconds of this process and of every descendant (uvicorn, Ray's processes),
+    each with its children that ended and were waited for (a stopped uvicorn, in ours)."""
+    me = psutil.Process()
+    out: dict[int, float] = {}
+    for proc in [me, *me.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            out[proc.pid] = t.user + t.system + t.children_user + t.children_system
+    return out
+
+
+class HostCpu:
+    """From its creation: the cores this benchmark's processes used and those the rest of
+    the host used (other jobs on a shared machine), each averaged over the wall time."""
+
+    def __init__(self) -> None:
+        self.start, self.host, self.tree = time.monotonic(), _host_busy(), _tree_cpu()
+
+    def cores(self) -> dict[str, float]:
+        wall = max(time.monotonic() - self.start, 1e-9)
+        ours = sum(v - self.tree.get(pid, 0.0) for pid, v in _tree_cpu().items())
+        others = max(_host_busy() - self.host - ours, 0.0)
+        return {"cores_ours": round(ours / wall, 2), "cores_others": round(others / wall, 2)}
+
+
 def load(url: str, payloads: Sequence[bytes], concurrency: int, warmup_s: float,
          duration_s: float, track: bool = False) -> tuple[dict[str, Any], Seen]:
     """One cell: ``concurrency`` connections for ``warmup_s`` + ``duration_s``; the summary
-    of the requests started in the window (failed ones counted apart), and with ``track``
-    (time, model_version) of each answer."""
+    of the requests started in the window (failed ones counted apart) with the cores used
+    by us and by other jobs over the cell (:class:`HostCpu`), and with ``track`` (time,
+    model_version) of each answer."""
+    cpu = HostCpu()
     lat, failed, seen = asyncio.run(_drive(url, payloads, concurrency, warmup_s, duration_s,
                                            track))
-    return summary(lat, duration_s, failed) | {"load_1m": round(os.getloadavg()[0], 2)}, seen
+    return summary(lat, duration_s, failed) | cpu.cores(), seen
 
 
 def _free_port() -> int:
@@ -263,6 +302,31 @@ def reload_run(world: World, arch: str, base: str, payloads: Sequence[bytes],
                    "concurrency": args.reload_concurrency}
 
 
+_ACCESS = re.compile(r"^\w+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\S+) \S+ \S+ -- "
+                     r"(POST /rank 200|CALL fetch OK|CALL score OK) ([0-9.]+)ms$")
+
+
+def stages(logs: Path, windows: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    """Per cell (wall-clock window), the median time of each stage of a request from Ray
+    Serve's access log lines: the proxy's whole request, the ingress' (``Ranker``), the
+    feature read (``FeatureReader.fetch``) and the scoring (``Scorer.score``: the queue,
+    the batch's wait and the model)."""
+    found: dict[str, dict[str, list[float]]] = {c: {} for c in windows}
+    for path in sorted(logs.glob("*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            m = _ACCESS.match(line)
+            if m is None:
+                continue
+            at = dt.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            stage = {"CALL fetch OK": "reader_fetch", "CALL score OK": "scorer_score"}.get(
+                m[3], "proxy" if m[2] == "proxy" else "ingress")
+            for cell, (begin, end) in windows.items():
+                if begin <= at <= end:
+                    found[cell].setdefault(stage, []).append(float(m[4]))
+    return {cell: {f"{k}_p50_ms": round(statistics.median(v), 2) for k, v in sorted(f.items())}
+            for cell, f in found.items()}
+
+
 def feature_read(world: World, requests: Sequence[Request], duration_s: float
                  ) -> dict[str, Any]:
     """In-process ``ranker_features`` of one request after the other (the Feast read both
@@ -305,16 +369,16 @@ def targets(result: dict[str, Any], models: Sequence[str]) -> dict[str, Any]:
 def run_systems(args: argparse.Namespace, requests: Sequence[Request],
                 model_side: ModelSide) -> dict[str, Any]:
     """The whole CPU run (module docstring of bench.serve): world, model side, FastAPI,
-    recstream, reload; each phase's seconds in ``phases_s``."""
+    recstream, reload; each phase's seconds and cores (ours, other jobs') in ``phases``."""
     logging.getLogger("ray").setLevel(logging.WARNING)
-    phases: dict[str, float] = {}
-    clock = time.perf_counter()
+    phases: dict[str, dict[str, float]] = {}
+    clock, cpu = time.perf_counter(), HostCpu()
 
     def phase(name: str) -> None:
-        nonlocal clock
-        phases[name] = round(time.perf_counter() - clock, 1)
-        clock = time.perf_counter()
-        print(f"{name}: {phases[name]} s", file=sys.stderr, flush=True)
+        nonlocal clock, cpu
+        phases[name] = {"s": round(time.perf_counter() - clock, 1)} | cpu.cores()
+        clock, cpu = time.perf_counter(), HostCpu()
+        print(f"{name}: {phases[name]}", file=sys.stderr, flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     world = build_world(tmp, args, requests)
@@ -345,12 +409,20 @@ def run_systems(args: argparse.Namespace, requests: Sequence[Request],
             base = deploy_recstream(world, arch, tmp, port)
             phase(f"{arch}_deploy")
             row = result[arch]
-            row["recstream"] = {str(c): load(f"{base}/rank", payloads, c, args.warmup_s,
-                                             args.duration)[0] for c in args.concurrency}
+            row["recstream"], windows = {}, {}
+            for c in args.concurrency:
+                begin = time.time() + args.warmup_s
+                row["recstream"][str(c)] = load(f"{base}/rank", payloads, c, args.warmup_s,
+                                                args.duration)[0]
+                windows[str(c)] = (begin, time.time())
             phase(f"{arch}_recstream")
             if args.reload_s > 0:
                 row["reload"] = reload_run(world, arch, base, payloads, args)
                 phase(f"{arch}_reload")
+            node = ray._private.worker._global_node
+            if node is not None:  # the access log lines are on disk by now
+                row["recstream_stages"] = stages(Path(node.get_logs_dir_path()) / "serve",
+                                                 windows)
     finally:
         serving.shutdown()
     for arch in args.models:
@@ -363,12 +435,18 @@ def run_systems(args: argparse.Namespace, requests: Sequence[Request],
             row[f"rps_ratio_c{hi}{suffix}"] = _ratio(row["recstream"][hi]["rps"],
                                                      row[key][hi]["rps"])
     result["targets"] = targets(result, args.models)
-    result["phases_s"] = phases
+    result["phases"] = phases
     result["notes"] = {
         "client": "aiohttp in the benchmark's process, on the same cores as the servers",
+        "cores": "cores_ours / cores_others: CPU cores used over a cell (warm-up included) or "
+                 "a phase by this benchmark's processes and by the rest of the host (other "
+                 "jobs of a shared machine), averaged over its wall time",
         "prediction_log": "off (log_predictions=False: no broker)",
         "recstream_config": "infra/serve.yaml's variant settings and AppConfig's defaults "
                             "(2 ingress and 2 reader replicas, 1 scorer replica)",
+        "recstream_stages": "per cell, medians from Ray Serve's access log: the proxy's "
+                            "request, the ingress', FeatureReader.fetch, Scorer.score (queue, "
+                            "batch wait, model)",
         "ratios": "recstream over the FastAPI app (1 worker; *_2_workers: over 2 workers)",
         "answers": f"the top {K} of {len(requests[0][3])} candidates, both apps"}
     return result

@@ -77,6 +77,7 @@ def test_the_whole_run_in_miniature(tmp_path: Path) -> None:
         assert set(row[system]) == {"1", "2"}, system
         assert row[system]["2"]["rps"] > 0
     assert row["p50_ratio_c1"] > 0 and row["rps_ratio_c2"] > 0
+    assert set(row["recstream_stages"]) == {"1", "2"}
     assert row["reload"]["reloads"] >= 2
     assert row["reload"]["reload_failed_requests"] == 0
     assert result["targets"]["din_reload_failed_requests_eq_0"]["met"] is True
