@@ -35,7 +35,7 @@ lint: install
 	$(VENV)/bin/mypy
 
 test: lint
-	$(VENV)/bin/pytest -q --timeout=600
+	$(VENV)/bin/pytest -q --timeout=600 --durations=15
 
 demo: install
 	$(VENV)/bin/recstream demo
