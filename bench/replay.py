@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda asked but torch sees no CUDA device", file=sys.stderr)
         return 2
+    load_before = os.getloadavg()  # a shared host: other jobs move the wall seconds
     frame = load_movielens(args.data)
     samples = build_samples(frame, max_len=args.max_len, seed=0)
     found = summarise(replay(samples, args))
@@ -273,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
                        "guard included; full: build + fit), evaluation excluded; "
                        "compute_ratio_cpu: the same with the process's CPU seconds, "
                        "less moved by other jobs on a shared host"},
-        "machine": machine(args.device) | {"malloc_keeps_freed_memory": allocator}}
+        "machine": machine(args.device) | {"malloc_keeps_freed_memory": allocator,
+                                           "load_average_1_5_15_min": {
+                                               "start": load_before, "end": os.getloadavg()}}}
     write_result(result, Path(args.json) if args.json else None)
     if args.plot:
         from bench.replay_plot import plot

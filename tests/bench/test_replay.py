@@ -116,6 +116,7 @@ def test_short_replay_on_the_ml_latest_format(tmp_path: Path,
     assert result["protocol"]["recipe"]["epochs"] == 1
     assert result["protocol"]["incremental"]["buffer_samples"] == 1000
     assert result["machine"]["cpu_count"]
+    assert set(result["machine"]["load_average_1_5_15_min"]) == {"start", "end"}
 
 
 def test_top_bound_adds_the_diagnostic_policy(tmp_path: Path) -> None:
