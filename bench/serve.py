@@ -109,9 +109,10 @@ def summary(latencies_s: Sequence[float], window_s: float, failed: int = 0) -> d
 
 def inprocess(model: Ranker, requests: Sequence[Request], concurrency: int, duration_s: float,
               warmup_s: float) -> dict[str, Any]:
-    """``concurrency`` threads each scoring one request after the other with
-    ``score_batch`` (torch frees the GIL in its kernels); latencies of the requests started in
-    the window after ``warmup_s`` (longer when a thread had none in it: one at least)."""
+    """``concurrency`` threads (1: the calling thread) each scoring one request after the
+    other with ``score_batch`` (torch frees the GIL in its kernels); latencies of the
+    requests started in the window after ``warmup_s`` (longer when a thread had none in it:
+    one at least)."""
     start = time.perf_counter()
     begin, end = start + warmup_s, start + warmup_s + duration_s
     per_thread: list[list[float]] = [[] for _ in range(concurrency)]
@@ -130,8 +131,10 @@ def inprocess(model: Ranker, requests: Sequence[Request], concurrency: int, dura
                 per_thread[k].append(last[k] - t0)
             i += concurrency
 
+    if concurrency == 1:  # the calling thread: torch ran ~1.3-2x slower from a second one
+        worker(0)
     threads = [threading.Thread(target=worker, args=(k,), daemon=True)
-               for k in range(concurrency)]
+               for k in range(concurrency if concurrency > 1 else 0)]
     for t in threads:
         t.start()
     for t in threads:
