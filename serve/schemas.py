@@ -28,24 +28,25 @@ class ScoredItem(BaseModel):
     score: float
 
 
-class RankResponse(BaseModel):
+class Answer(BaseModel):
+    """What every answer says: who, which request, and the versions that scored it."""
+
     user_id: int
     request_id: str
     variant: str
     model_version: str
     bank_version: str | None = None
     history_length: int
+
+
+class RankResponse(Answer):
+    """``POST /rank``: the items best first (the top ``k`` when asked)."""
+
     items: list[ScoredItem]
 
 
-class ScoreResponse(BaseModel):
+class ScoreResponse(Answer):
     """``POST /score``: scores in the order of the candidates (duplicates dropped)."""
 
-    user_id: int
-    request_id: str
-    variant: str
-    model_version: str
-    bank_version: str | None = None
-    history_length: int
     item_ids: list[int]
     scores: list[float]

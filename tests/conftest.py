@@ -136,3 +136,21 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
         proc.send_signal(signal.SIGCONT)
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    """A local Ray instance of this test module's own (2 CPUs, no dashboard); Serve and Ray
+    are shut down after the module."""
+    import ray
+
+    from serve import deploy
+
+    # address="local": always a new instance, never a cluster someone else left running
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             namespace="recstream")
+    try:
+        yield
+    finally:
+        deploy.shutdown()
+

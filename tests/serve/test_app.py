@@ -8,7 +8,6 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,17 +28,6 @@ from train.settings import TrainSettings
 pytestmark = pytest.mark.integration
 KEY = "s3cret-key"
 
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             namespace="recstream-app")
-    try:
-        yield
-    finally:
-        serving.shutdown()
 
 
 def _post(base: str, path: str, body: Any, key: str | None = KEY, **kw: Any

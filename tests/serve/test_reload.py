@@ -8,7 +8,6 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,17 +26,6 @@ from train.update import on_same_bank
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             namespace="recstream-reload")
-    try:
-        yield
-    finally:
-        serving.shutdown()
 
 
 def _versions(root: Path, tmp: Path) -> dict[str, str]:

@@ -5,7 +5,6 @@ new bank on Ray Train from what the stream exported, and the incremental trainer
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -23,18 +22,6 @@ from .conftest import as_samples, bootstrap, produce_samples, train_settings_for
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    import ray
-
-    # address="local": always a new instance, never a cluster someone else left running
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             namespace="recstream")
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def test_the_trainer_actor_follows_the_stream_and_promotes(
