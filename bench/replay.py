@@ -4,6 +4,8 @@ retraining, walked through the later half of a MovieLens folder window by window
 Run: ``python -m bench.replay --data ../shared/data/ml-100k --json
 bench/results/replay_ml100k.json --plot bench/results/replay_ml100k.png`` (or ``recstream
 bench replay ...``; ``--data`` defaults to RECSTREAM_ML100K, else ../shared/data/ml-100k).
+The committed figures add ``--threads 1 --buffer-samples 5000 --incremental-lr 3e-4`` (the
+defaults are the trainer's; docs/models.md says why).
 
 Protocol (docs/models.md, "Replay benchmark"): the samples of ``bench quality`` (events in
 time order, label = rating >= 4, history = the user's earlier clicks, the most recent 50);
