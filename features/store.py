@@ -51,6 +51,12 @@ def _store_errors() -> tuple[type[Exception], ...]:
 # SQLite's permanent errors of the same type, and ``FeatureAccess`` raises
 # ``StoreUnavailable`` for them.
 STORE_ERRORS = _store_errors()
+try:  # redis-py's auth errors subclass its ConnectionError, but a retry cannot mend them
+    from redis.exceptions import AuthenticationError, AuthenticationWrongNumberOfArgsError
+    _NEEDS_A_PERSON: tuple[type[Exception], ...] = (AuthenticationError,
+                                                    AuthenticationWrongNumberOfArgsError)
+except ImportError:
+    _NEEDS_A_PERSON = ()
 # SQLite's codes of a database another connection holds (the low byte of extended codes)
 _SQLITE_FOR_NOW = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 
@@ -64,7 +70,7 @@ def unavailable(err: BaseException) -> bool:
         if code is None:  # raised by Python code, not by SQLite: judged by its message
             return "locked" in str(err) or "busy" in str(err)
         return (code & 0xFF) in _SQLITE_FOR_NOW
-    return isinstance(err, STORE_ERRORS)
+    return isinstance(err, STORE_ERRORS) and not isinstance(err, _NEEDS_A_PERSON)
 
 
 class StoreUnavailable(Exception):
@@ -97,7 +103,19 @@ class FeastConfig(BaseModel):
     data_dir: Path = Path(".recstream/feast")
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_connection_string: str = "127.0.0.1:6379"
+    # A file holding the Redis password (its first line), added to the connection string
+    # when the store is opened: keeps the secret out of env listings, ``stack status`` and
+    # the Serve deployment's arguments (which Ray keeps in plain).
+    redis_password_file: Path | None = None
     project: str = "recstream"
+
+    def redis_connection(self) -> str:
+        """The connection string the Redis client gets (password from the file, if any)."""
+        if self.redis_password_file is None:
+            return self.redis_connection_string
+        lines = self.redis_password_file.read_text().splitlines()
+        password = lines[0].strip() if lines else ""
+        return f"{self.redis_connection_string},password={password}"
 
 
 def repo_config(cfg: FeastConfig) -> RepoConfig:
@@ -115,7 +133,7 @@ def repo_config(cfg: FeastConfig) -> RepoConfig:
         # features/redis_store.py: Feast's Redis store with timeouts and one retry (fails
         # in ~1 s where redis-py's defaults took ~7 s, or hung on a Redis that hangs).
         raw["online_store"] = {"type": "features.redis_store.FastFailRedisOnlineStore",
-                               "connection_string": cfg.redis_connection_string,
+                               "connection_string": cfg.redis_connection(),
                                "skip_dedup": True}
     else:
         raw["online_store"]["path"] = str(data_dir / raw["online_store"]["path"])
@@ -187,6 +205,29 @@ _SEQ_FEATURES = ["hist_item_ids", "hist_cat_ids", "hist_ts_ms", "last_partition"
                  "written_at_us"]
 
 
+@dataclass(frozen=True)
+class RankerInputs:
+    """What a ranking request needs from the store (see ``FeatureAccess.ranker_inputs``)."""
+
+    hist_item_ids: list[int]
+    hist_cat_ids: list[int]
+    cand_cat_ids: list[int]
+    last_event_ms: int | None  # event time of the newest click in the sequence
+
+
+# The ranker_v1 FeatureService, view by view: ranker_inputs reads these (checked at open).
+_RANKER_USER = ("hist_item_ids", "hist_cat_ids")
+_RANKER_ITEM = ("category_id",)
+
+
+def _expired(stamp: datetime | None, ttl: timedelta | None, now: datetime) -> bool:
+    if stamp is None or not ttl:
+        return False
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp < now - ttl
+
+
 class FeatureAccess:
     """Reads and writes recstream's feature rows on one FeatureStore."""
 
@@ -196,6 +237,11 @@ class FeatureAccess:
         # Looked up once: a push looks its feature views up in the registry on every call.
         self._user_fv = store.get_feature_view("user_behavior_fv")
         self._item_fv = store.get_feature_view("item_fv")
+        served = {p.name: tuple(f.name for f in p.features)
+                  for p in self._ranker.feature_view_projections}
+        if served != {"user_behavior_fv": _RANKER_USER, "item_fv": _RANKER_ITEM}:
+            raise RuntimeError(f"ranker_v1 serves {served}: FeatureAccess.ranker_inputs reads "
+                               "the old contract; change it with the service")
 
     @classmethod
     def open(cls, cfg: FeastConfig) -> FeatureAccess:
@@ -281,16 +327,35 @@ class FeatureAccess:
         self.store.provider.online_write_batch(self.store.config, self._item_fv, rows, None)
 
     @_for_now
+    def ranker_inputs(self, user_id: int, item_ids: Sequence[int]) -> RankerInputs:
+        """The ``ranker_v1`` features of one request and the time of the user's last event.
+
+        Two reads of the online store (the user's row, the candidates' rows), Feast's
+        ``online_read`` as ``get_online_features`` does, without its per-row work (a
+        200-candidate request read 200 user keys that way). Rows past their view's TTL count
+        as missing, as there. A user with no clicks yet has an empty history; an item never
+        seen gets category 0.
+        """
+        config, provider = self.store.config, self.store.provider
+        now = datetime.now(UTC)
+        [(ts, user)] = provider.online_read(config, self._user_fv, [_key("user_id", user_id)],
+                                            [*_RANKER_USER, "hist_ts_ms"])
+        if not user or _expired(ts, self._user_fv.ttl, now):
+            user = {}
+        items = provider.online_read(config, self._item_fv,
+                                     [_key("item_id", int(i)) for i in item_ids],
+                                     list(_RANKER_ITEM)) if len(item_ids) else []
+        cats = [int(v["category_id"].int64_val) if v and "category_id" in v
+                and not _expired(t, self._item_fv.ttl, now) else 0 for t, v in items]
+        stamps = user["hist_ts_ms"].int64_list_val.val if "hist_ts_ms" in user else []
+        return RankerInputs(
+            hist_item_ids=user["hist_item_ids"].int64_list_val.val[:] if user else [],
+            hist_cat_ids=user["hist_cat_ids"].int64_list_val.val[:] if user else [],
+            cand_cat_ids=cats, last_event_ms=int(stamps[-1]) if len(stamps) else None)
+
     def ranker_features(
         self, user_id: int, item_ids: Sequence[int]
     ) -> tuple[list[int], list[int], list[int]]:
-        """Inputs of ``ranker_v1`` for one request: (hist items, hist cats, candidate cats).
-
-        A user with no clicks yet has an empty history; an item never seen gets category 0.
-        """
-        rows = [{"user_id": int(user_id), "item_id": int(i)} for i in item_ids]
-        resp = self.store.get_online_features(features=self._ranker, entity_rows=rows).to_dict()
-        hist_items = _ints(resp["hist_item_ids"][0]) if rows else []
-        hist_cats = _ints(resp["hist_cat_ids"][0]) if rows else []
-        cand_cats = [int(c) if c is not None else 0 for c in resp["category_id"]]
-        return hist_items, hist_cats, cand_cats
+        """Inputs of ``ranker_v1`` for one request: (hist items, hist cats, candidate cats)."""
+        got = self.ranker_inputs(user_id, item_ids)
+        return got.hist_item_ids, got.hist_cat_ids, got.cand_cat_ids

@@ -201,7 +201,7 @@ def status(s: StackSettings) -> Status:
         kafka=_port_open(s.kafka_port),
         ray=_port_open(s.ray_port),
         feast=(s.feast.data_dir / "registry.db").exists(),
-        redis=(redis_up(s.feast.redis_connection_string)
+        redis=(redis_up(s.feast.redis_connection())
                if s.feast.online_store == "redis" else None),
         prometheus=(_port_open(s.prometheus_port)
                     if monitoring.prometheus_binary() is not None else None),
@@ -214,7 +214,7 @@ def up(s: StackSettings, *, ray: bool = True, log: Callable[[str], None] = print
     Redis, when it is the online store, is not started here (production runs its own): a
     server that does not answer is an error before anything starts.
     """
-    if s.feast.online_store == "redis" and not redis_up(s.feast.redis_connection_string):
+    if s.feast.online_store == "redis" and not redis_up(s.feast.redis_connection()):
         raise StackError(f"redis: no server answers at {redacted(s.feast.redis_connection_string)} "
                          "(the online store is redis; start it, or use sqlite)")
     s.data_dir.mkdir(parents=True, exist_ok=True)

@@ -36,22 +36,25 @@ def build_app(cfg: AppConfig, feast: FeastConfig, *, registry_root: str = ".recs
         ray_actor_options={"num_cpus": 0}
     ).bind(registry_root, experiment_path, cfg.reload_poll_s)
     reader = FeatureReader.options(  # type: ignore[attr-defined]
-        num_replicas=cfg.reader_replicas, ray_actor_options={"num_cpus": cfg.reader_cpus}
+        num_replicas=cfg.reader_replicas, max_ongoing_requests=cfg.reader_max_ongoing,
+        ray_actor_options={"num_cpus": cfg.reader_cpus}
     ).bind(feast.model_dump(mode="json"))
     scorers = {
         v.name: Scorer.options(  # type: ignore[attr-defined]
             name=f"Scorer_{v.name}",
             num_replicas=v.num_replicas,
+            max_ongoing_requests=v.max_ongoing_requests or 2 * v.batch.max_batch_size,
             ray_actor_options={"num_gpus": _gpus(v.gpus_per_replica, gpus_available),
                                "num_cpus": v.cpus_per_replica},
             user_config=v.batch.model_dump(),
-        ).bind(v.name, v.source(), cfg.max_history, registry_root, watcher)
+        ).bind(v.name, v.source(), cfg.max_history, registry_root, watcher, v.torch_threads)
         for v in cfg.variants
     }
     limits = {"max_candidates": cfg.max_candidates, "request_timeout_s": cfg.request_timeout_s,
               "max_body_bytes": cfg.max_body_bytes, "api_key_digests": api_key_digests or []}
     return Ranker.options(  # type: ignore[attr-defined]
-        num_replicas=cfg.ingress_replicas, ray_actor_options={"num_cpus": cfg.ingress_cpus},
+        num_replicas=cfg.ingress_replicas, max_ongoing_requests=cfg.ingress_max_ongoing,
+        ray_actor_options={"num_cpus": cfg.ingress_cpus},
         user_config=cfg.experiment(),
     ).bind(reader, scorers, limits, kafka.model_dump(mode="json") if kafka else None,
            watcher, experiment_path)

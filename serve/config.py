@@ -21,7 +21,10 @@ class BatchConfig(BaseModel):
     """Dynamic batching limits of a scorer; sent to replicas as ``user_config``."""
 
     max_batch_size: int = Field(default=32, ge=1)
-    batch_wait_timeout_s: float = Field(default=0.005, ge=0)
+    # How long a batch waits for company after its first request. Requests that arrive
+    # while a batch is scored queue up and form the next batch without waiting, so a short
+    # wait costs little batching under load and saves its whole length at low load.
+    batch_wait_timeout_s: float = Field(default=0.001, ge=0)
 
 
 class VariantConfig(BaseModel):
@@ -40,6 +43,12 @@ class VariantConfig(BaseModel):
     # "auto": one GPU per replica where the cluster has GPUs, else CPU.
     gpus_per_replica: float | str = "auto"
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    # Requests a replica takes at once (None: twice max_batch_size, so a batch can fill;
+    # Ray Serve's own default of 5 would cap every batch at 5).
+    max_ongoing_requests: int | None = Field(default=None, ge=1)
+    # torch's intra-op threads in a CPU replica (None: Ray's choice, the replica's CPUs
+    # rounded up: 1 for the default 0.5).
+    torch_threads: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> VariantConfig:
@@ -67,6 +76,10 @@ class AppConfig(BaseModel):
     reader_cpus: float = Field(default=0.25, ge=0)
     ingress_replicas: int = Field(default=2, ge=1)
     reader_replicas: int = Field(default=2, ge=1)
+    # Requests an ingress / feature-reader replica takes at once (Ray Serve's default is 5:
+    # 2 ingress replicas would hold 10 requests and queue the rest in the proxy).
+    ingress_max_ongoing: int = Field(default=100, ge=1)
+    reader_max_ongoing: int = Field(default=32, ge=1)
     request_timeout_s: float = Field(default=10.0, gt=0)  # a 504 past it
     max_body_bytes: int = Field(default=1 << 20, ge=1024)  # a 413 past it
     # The experiment: sticky assignment salt (a new salt reshuffles users) and an optional

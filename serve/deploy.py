@@ -82,6 +82,10 @@ def deploy(s: ServeSettings, *, namespace: str = "recstream",
     except (OSError, ValueError, yaml.YAMLError) as exc:  # missing, not YAML, refused
         why = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else _first_line(exc)
         raise DeployError(f"the serve config {s.config_path} cannot be used: {why}") from None
+    if "password=" in s.feast.redis_connection_string.replace(" ", "").lower():
+        raise DeployError("the Redis password is in SERVE_FEAST__REDIS_CONNECTION_STRING, "
+                          "which Ray would keep in the deployment's arguments: put it in a "
+                          "file and set SERVE_FEAST__REDIS_PASSWORD_FILE instead")
     if missing := missing_models(cfg, s.registry_root):
         raise DeployError(f"no trained model at {missing[0]}: run `recstream train` first "
                           f"(the serve config is {s.config_path})")

@@ -9,11 +9,12 @@ missing or wrong key is a 401. Keys are compared as SHA-256 digests with
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 API_KEY_HEADER = "x-api-key"
 OPEN_PATHS = ("/healthz",)
@@ -32,21 +33,35 @@ def key_ok(presented: str | None, digests: Sequence[str]) -> bool:
     return any(hmac.compare_digest(mine, d) for d in digests)
 
 
+class Guard:
+    """Pure ASGI middleware: the 413 and the 401 before the app reads the body (Starlette's
+    ``BaseHTTPMiddleware`` would run the app in a task behind memory streams, ~ms a call)."""
+
+    def __init__(self, app: ASGIApp, limits: Callable[[], tuple[int, Sequence[str]]]) -> None:
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            max_body, digests = self.limits()
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > max_body):
+                refused = JSONResponse({"detail": f"request body over {max_body} bytes"}, 413)
+                return await refused(scope, receive, send)
+            key = headers.get(API_KEY_HEADER.encode())
+            if digests and scope["path"] not in OPEN_PATHS and \
+                    not key_ok(key.decode("latin-1") if key is not None else None, digests):
+                refused = JSONResponse({"detail": f"missing or wrong {API_KEY_HEADER} header"},
+                                       401)
+                return await refused(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 def make_api(limits: Callable[[], tuple[int, Sequence[str]]]) -> FastAPI:
     """The FastAPI app; ``limits()`` gives (max body bytes, key digests: empty = no auth)."""
     api = FastAPI(title="recstream", description="DIN/DIEN ranking over streaming features")
 
-    @api.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]
-                    ) -> Response:
-        max_body, digests = limits()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body):
-            return JSONResponse({"detail": f"request body over {max_body} bytes"}, 413)
-        if digests and request.url.path not in OPEN_PATHS \
-                and not key_ok(request.headers.get(API_KEY_HEADER), digests):
-            return JSONResponse({"detail": f"missing or wrong {API_KEY_HEADER} header"}, 401)
-        return await call_next(request)
+    api.add_middleware(Guard, limits=limits)
 
     @api.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

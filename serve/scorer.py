@@ -41,9 +41,12 @@ class Scorer:
     """One model variant; requests from many users are batched into one forward pass."""
 
     def __init__(self, variant: str, source: dict[str, str | None], max_history: int,
-                 registry_root: str, watcher: DeploymentHandle | None = None) -> None:
+                 registry_root: str, watcher: DeploymentHandle | None = None,
+                 torch_threads: int | None = None) -> None:
         import torch
 
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
         self.variant = variant
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.max_history = max_history
@@ -56,13 +59,17 @@ class Scorer:
         self.loaded_at = Gauge("recstream_serve_model_created_timestamp_seconds",
                                description="Creation time of the model version a scorer "
                                            "replica serves", tag_keys=("variant",))
+        self.serving = Gauge("recstream_serve_model_loaded",
+                             description="1 for the (version, bank) a scorer replica serves "
+                                         "now, 0 for the one it replaced",
+                             tag_keys=("variant", "version", "bank_version"))  # type: ignore[arg-type]
         self.registry = None
         self.failed: dict[str, float] = {}
         if "model_dir" in source:
             from models.registry import load_checkpoint
 
             model = load_checkpoint(Path(str(source["model_dir"])), device=self.device)
-            self.current = Loaded(model, str(model.version), model.bank.version)
+            self._swap(Loaded(model, str(model.version), model.bank.version))
             return
         from models.registry import Registry
 
@@ -72,9 +79,19 @@ class Scorer:
         if vid is None:
             raise RuntimeError(f"variant {variant}: registry {registry_root} has no "
                                f"{self.key} pointer (run `recstream train` first)")
-        self.current = self._load(vid, None)
+        self._swap(self._load(vid, None))
         if watcher is not None and source.get("version") is None:
             self.follow = asyncio.get_running_loop().create_task(self._follow(watcher))
+
+    def _swap(self, loaded: Loaded) -> None:
+        """Serve ``loaded`` from the next batch on; the gauge names it per replica."""
+        old = getattr(self, "current", None)
+        self.current = loaded
+        if old is not None and old.version != loaded.version:
+            self.serving.set(0, tags={"variant": self.variant, "version": old.version,
+                                      "bank_version": str(old.bank_version)})
+        self.serving.set(1, tags={"variant": self.variant, "version": loaded.version,
+                                  "bank_version": str(loaded.bank_version)})
 
     def _load(self, vid: str, previous: Loaded | None) -> Loaded:
         """The registry version ``vid``, on ``previous``'s bank when it is the same one."""
@@ -106,7 +123,7 @@ class Scorer:
                     log.error("variant %s: version %s failed to load, still serving %s: %r",
                               self.variant, vid, self.current.version, err)
                     continue
-                self.current = loaded
+                self._swap(loaded)
                 self.reloads.inc(tags={"variant": self.variant, "outcome": "ok"})
                 log.info("variant %s: now serving %s", self.variant, vid)
             except asyncio.CancelledError:
@@ -121,14 +138,16 @@ class Scorer:
         self.score_batch.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
             float(user_config["batch_wait_timeout_s"]))
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.001)
     async def score_batch(
         self, requests: list[tuple[list[int], list[int], list[int], list[int]]]
     ) -> list[tuple[list[float], str, str | None]]:
         from models.inference import score_batch
 
         current = self.current  # one complete (bank, top) pair for the whole batch
-        scores = score_batch(current.model, requests, max_len=self.max_history)
+        # On a thread: the replica's loop keeps taking requests (the next batch) meanwhile.
+        scores = await asyncio.to_thread(score_batch, current.model, requests,
+                                         max_len=self.max_history)
         return [(s.tolist(), current.version, current.bank_version) for s in scores]
 
     async def score(self, hist_items: list[int], hist_cats: list[int], items: list[int],

@@ -158,3 +158,27 @@ def test_a_flushed_script_cache_or_an_unreadable_position_does_not_block_writes(
     assert access.write_sequences({1: _seq([2], 0, 10)}) == set()
     assert client.hget(key, "_pos:user_behavior_fv") == b"0:10"
     assert access.write_sequences({1: _seq([3], 0, 5)}) == {1}  # fenced again
+
+
+def test_password_from_its_file_and_nowhere_in_the_config(own_redis: OwnRedis,
+                                                          tmp_path: Path) -> None:
+    """A Redis that needs a password: the store opened with SERVE/STREAM_FEAST__
+    REDIS_PASSWORD_FILE writes and reads, and the config's dump (what a Serve deployment
+    is given) holds the file's path, never the password."""
+    import redis
+
+    redis.Redis(port=own_redis.port).config_set("requirepass", "hunter2")
+    secret = tmp_path / "redis_password"
+    secret.write_text("hunter2\n")
+    cfg = FeastConfig(data_dir=tmp_path / "feast", online_store="redis",
+                      redis_connection_string=own_redis.connection_string,
+                      redis_password_file=secret, project="secret")
+    assert "hunter2" not in str(cfg.model_dump(mode="json"))
+    store = open_store(cfg)
+    apply_definitions(store)
+    access = FeatureAccess(store)
+    access.write_sequences({1: UserSequence(item_ids=[4, 5], cat_ids=[1, 1], ts_ms=[1, 2])})
+    assert access.ranker_inputs(1, [4]).hist_item_ids == [4, 5]
+    without = FeatureAccess(open_store(cfg.model_copy(update={"redis_password_file": None})))
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        without.ranker_inputs(1, [4])
