@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from bench import write_result
-from bench.quality import machine
+from bench.machine import machine
 from models.allocator import keep_freed_memory
 from models.bank import CAT, INIT_STD, ITEM, EmbeddingBank
 from models.data.movielens import load_movielens

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import threading
 import time
@@ -45,6 +44,7 @@ import numpy as np
 import torch
 
 from bench import write_result
+from bench.machine import machine
 from models.inference import score_batch
 from models.ranker import Ranker
 
@@ -181,22 +181,6 @@ def gpu_target(rows: dict[str, Any]) -> dict[str, Any]:
             "p99_request_bound_ms": ok[best]["p99_request_bound_ms"] if best else None,
             "rps": ok[best]["rps"] if best else None,
             "met": bool(best and ok[best]["rps"] >= GPU_TARGET["rps"])}
-
-
-def machine(device: str) -> dict[str, Any]:
-    """Where it ran, with the load average: bench.quality's facts on the CPU run; on a GPU
-    machine a few from torch alone (bench.quality imports pandas, which it may lack)."""
-    if device == "cpu":
-        from bench.quality import machine as quality_machine
-
-        facts = quality_machine(device)
-        facts.pop("peer", None)
-    else:
-        facts = {"cpu_count": os.cpu_count(), "torch": torch.__version__,
-                 "python": platform.python_version(), "platform": platform.platform(),
-                 "device": device, "gpu": torch.cuda.get_device_name(0)}
-    facts["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
-    return facts
 
 
 def model_side(args: argparse.Namespace, models: dict[str, Ranker],
