@@ -8,6 +8,7 @@ the EmbeddingBank stays frozen (no gradient, no optimizer state, bitwise unchang
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -112,7 +113,8 @@ def _optimizer(model: Ranker, params: list[torch.nn.Parameter], cfg: TrainConfig
 
 
 def _train(model: Ranker, samples: SampleSet, cfg: TrainConfig,
-           params: list[torch.nn.Parameter]) -> dict[str, float]:
+           params: list[torch.nn.Parameter],
+           on_epoch: Callable[[int], bool] | None = None) -> dict[str, float]:
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model.to(cfg.device)
@@ -144,6 +146,10 @@ def _train(model: Ranker, samples: SampleSet, cfg: TrainConfig,
             seen += len(logits)
             steps += 1
             total_loss += float(loss.detach())
+        if on_epoch is not None:  # e.g. early stopping (models.tune)
+            if on_epoch(epoch + 1):
+                break
+            model.train()
     seconds = time.perf_counter() - start
     model.eval()
     return {"samples": float(seen), "seconds": seconds,
@@ -151,13 +157,16 @@ def _train(model: Ranker, samples: SampleSet, cfg: TrainConfig,
             "mean_loss": total_loss / max(steps, 1), "optimized_tensors": float(len(params))}
 
 
-def fit(model: Ranker, train_samples: SampleSet, cfg: TrainConfig | None = None
-        ) -> dict[str, float]:
-    """Full training: bank and top net together. Returns samples, seconds, samples_per_s."""
+def fit(model: Ranker, train_samples: SampleSet, cfg: TrainConfig | None = None,
+        on_epoch: Callable[[int], bool] | None = None) -> dict[str, float]:
+    """Full training: bank and top net together. Returns samples, seconds, samples_per_s.
+
+    ``on_epoch(epochs_done)``, if given, runs after each epoch (the model may be evaluated
+    in it; training mode is restored after); True stops the training there."""
     cfg = cfg or TrainConfig()
     model.bank.requires_grad_(True)
     model.train()
-    stats = _train(model, train_samples, cfg, list(model.parameters()))
+    stats = _train(model, train_samples, cfg, list(model.parameters()), on_epoch)
     model.bank.version = None  # the tables changed: a new bank version once saved
     model.top_version = None
     return stats

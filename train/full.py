@@ -13,12 +13,16 @@ GPUs where the cluster has them; ``models.train.fit`` is not data-parallel yet, 
 one worker trains the same model on each: use one). The result is published as a new bank
 version and its top (sample range: the parquet window), and becomes the family's ``live``
 only if the guard (:mod:`train.guard`) finds it not worse than the live version on the
-held-out slice; else the rejection is recorded. The incremental trainer follows it at its
-next update. Ids first seen after this window take the bank's OOV path until the next one.
+held-out slice; else the rejection is recorded. With ``TRAIN_TUNE=true`` the recipe is
+first searched on the end of the training part (``models.tune``; a recipe setting given
+as ``TRAIN_*`` is pinned); the chosen settings go into the result and the manifest. The
+incremental trainer follows it at its next update. Ids first seen after this window take
+the bank's OOV path until the next one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import threading
@@ -61,15 +65,39 @@ def _vocab(samples: SampleSet) -> dict[str, np.ndarray]:
             CAT: np.concatenate([samples.cat_id, samples.hist_cat.ravel()])}
 
 
-def fit_new(s: TrainSettings, train: SampleSet, out: Path, device: str) -> None:
-    """A new bank + top trained on ``train`` with the ``TRAIN_*`` recipe, saved to ``out``."""
+TUNABLE = ("lr", "bias_lr", "aux_weight", "input_var_floor", "epochs")
+
+
+def pinned_settings(s: TrainSettings) -> dict[str, Any]:
+    """The tunable recipe settings set explicitly (``TRAIN_LR=...``): not searched."""
+    return {k: getattr(s, k) for k in TUNABLE
+            if k in s.model_fields_set and getattr(s, k) is not None}
+
+
+def fit_new(s: TrainSettings, train: SampleSet, out: Path, device: str,
+            pinned: dict[str, Any] | None = None) -> None:
+    """A new bank + top trained on ``train`` with the ``TRAIN_*`` recipe, saved to ``out``;
+    with ``TRAIN_TUNE`` the recipe is searched first on the end of ``train``
+    (``models.tune``; ``pinned``, by default :func:`pinned_settings`, kept as set) and the
+    chosen settings written beside it (``{out}.tuned.json``)."""
     from models.registry import save_checkpoint
     from models.train import build_model, config_overrides, fit
 
+    vocab = _vocab(train)
+    cfg = s.train_config(device=device)
     overrides = config_overrides(s.arch, aux_weight=s.aux_weight,
                                  input_var_floor=s.input_var_floor)
-    model = build_model(s.arch, _vocab(train), dim=s.dim, **overrides)
-    fit(model, train, s.train_config(device=device))
+    if s.tune:
+        from models.tune import TuneConfig, tune_model
+
+        tcfg = TuneConfig(trials=s.tune_trials, max_epochs=s.tune_max_epochs, seed=s.seed)
+        tuned = tune_model(s.arch, vocab, train, cfg, tcfg, dim=s.dim,
+                           pinned=pinned_settings(s) if pinned is None else pinned)
+        cfg, overrides = tuned.train_config(cfg), tuned.overrides(s.arch)
+        Path(f"{out}.tuned.json").write_text(json.dumps(tuned.summary(), default=float))
+        log.info("full refresh: tuned %s (validation AUC %.4f)", tuned.params, tuned.val_auc)
+    model = build_model(s.arch, vocab, dim=s.dim, **overrides)
+    fit(model, train, cfg)
     save_checkpoint(model.cpu(), out)
 
 
@@ -80,7 +108,8 @@ def train_worker(config: dict[str, Any]) -> None:
     s = TrainSettings.model_validate_json(config["settings"])
     out = Path(config["out"]) if ray.train.get_context().get_world_rank() == 0 \
         else Path(tempfile.mkdtemp())
-    fit_new(s, config["samples"], out, "cuda" if config["use_gpu"] else s.device)
+    fit_new(s, config["samples"], out, "cuda" if config["use_gpu"] else s.device,
+            config["pinned"])
 
 
 def _fit_on_ray(s: TrainSettings, train: SampleSet, out: Path) -> None:
@@ -92,7 +121,8 @@ def _fit_on_ray(s: TrainSettings, train: SampleSet, out: Path) -> None:
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"settings": s.model_dump_json(), "samples": train,
-                           "out": str(out), "use_gpu": use_gpu},
+                           "out": str(out), "use_gpu": use_gpu,
+                           "pinned": pinned_settings(s)},  # every field is set once dumped
         scaling_config=ScalingConfig(num_workers=s.refresh_workers, use_gpu=use_gpu),
         run_config=RunConfig(name=f"recstream-refresh-{s.family}",
                              storage_path=str(out.parent / "ray_results")))
@@ -115,6 +145,8 @@ def refresh(s: TrainSettings, *, use_ray: bool = True) -> dict[str, Any]:
         else:
             fit_new(s, train, out, s.device)
         candidate = load_checkpoint(out)
+        tuned_file = Path(f"{out}.tuned.json")
+        tuned = json.loads(tuned_file.read_text())["params"] if tuned_file.is_file() else None
     reg = Registry(s.registry_root)
     parent = reg.pointer(s.family)
     live = reg.load(parent) if parent else None
@@ -123,11 +155,13 @@ def refresh(s: TrainSettings, *, use_ray: bool = True) -> dict[str, Any]:
               "first_event_ts_ms": int(samples.ts.min()),
               "newest_event_ts_ms": int(samples.ts.max())}
     result: dict[str, Any] = {"promoted": verdict.promote, "reason": verdict.reason,
-                              "samples": len(samples), "metrics": verdict.metrics()}
+                              "samples": len(samples), "metrics": verdict.metrics(),
+                              "tuned": tuned}
     if verdict.promote:
         vid = reg.publish(candidate, s.family, parent=parent, sample_range=window,
                           metrics=verdict.metrics(),
-                          extra={"verdict": "promote", "job": "full_refresh"})
+                          extra={"verdict": "promote", "job": "full_refresh",
+                                 "tuned": tuned})
         reg.promote(s.family, vid, reason=f"full refresh, guard: {verdict.reason}")
         result["version"] = vid
     else:

@@ -65,6 +65,12 @@ class TrainSettings(BaseSettings):
     input_var_floor: float | None = None  # DIN's MLP input-norm inference floor (None: DINConfig's)
     device: str = "cpu"
     seed: int = 0
+    # The full refresh searches its recipe on the end of its training window first
+    # (models.tune: lr, bias_lr, aux_weight, input_var_floor, epochs with early stopping);
+    # any of those set here (TRAIN_LR=...) is pinned, not searched. Off: the recipe as set.
+    tune: bool = False
+    tune_trials: int = Field(default=3, ge=1)
+    tune_max_epochs: int = Field(default=3, ge=1)
     ml100k_dir: Path = Path("../shared/data/ml-100k")
 
     # The registry and the family the jobs publish to.
