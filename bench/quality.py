@@ -25,8 +25,6 @@ import argparse
 import heapq
 import json
 import multiprocessing
-import os
-import platform
 import sys
 import time
 from concurrent.futures import (
@@ -43,6 +41,7 @@ from typing import Any
 import torch
 
 from bench import write_result
+from bench.machine import machine
 from bench.quality_protocols import PROTOCOLS, STANDARD, load_protocol
 from bench.quality_report import overall, summarise, targets
 from models.allocator import keep_freed_memory
@@ -107,25 +106,6 @@ def run_task(kind: str, protocol: str, arch: str, side: str, seed: int,
     stats = fit(model, p.train, cfg)
     return {**evaluate(model, p.test), "train_seconds": stats["seconds"],
             "train_samples_per_s": stats["samples_per_s"]}
-
-
-def machine(args: argparse.Namespace) -> dict[str, Any]:
-    """Facts about where the benchmark ran."""
-    cpu = platform.processor()
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    facts: dict[str, Any] = {
-        "cpu_model": cpu, "cpu_count": os.cpu_count(), "jobs": args.jobs,
-        "torch_threads_per_job": args.threads or torch.get_num_threads(),
-        "torch": torch.__version__, "python": platform.python_version(),
-        "platform": platform.platform(), "device": args.device}
-    if args.device == "cuda" and torch.cuda.is_available():
-        facts["gpu"] = torch.cuda.get_device_name(0)
-    return facts
 
 
 def run(args: argparse.Namespace, sides: list[str], out: dict[str, Any],
@@ -249,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     def write() -> None:
         result.update({
             "overall": overall(protocols), "seconds": time.perf_counter() - start,
-            "machine": machine(args),
+            "machine": machine(args.device) | {"jobs": args.jobs},
             "procedure": {"data": Path(args.data).name, "seeds": args.seeds,
                           "tuned": not args.no_tune, "trials": args.trials,
                           "max_epochs": args.max_epochs, "patience": args.patience,

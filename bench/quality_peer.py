@@ -21,7 +21,7 @@ import torch
 from bench.quality_protocols import Protocol
 from models.data.samples import SampleSet
 from models.metrics import ranking_metrics
-from models.tune import EarlyStop, TuneConfig, Tuned, carve, search
+from models.tune import EarlyStop, TuneConfig, Tuned, carve, search, val_auc
 
 PEER = "deepctr-torch 0.3.0"
 PEER_ARCH = {"base": "WDL (sum-pooled history)", "din": "DIN", "dien": "DIEN (AUGRU, negsampling)"}
@@ -111,9 +111,11 @@ class Peer:
                 break
         return seconds
 
+    def predict(self, s: SampleSet) -> np.ndarray:
+        return self.model.predict(self._x(s), batch_size=4096).ravel().astype(np.float64)
+
     def evaluate(self, s: SampleSet) -> dict[str, float]:
-        probs = self.model.predict(self._x(s), batch_size=4096).ravel().astype(np.float64)
-        return ranking_metrics(s.user_id, s.label, probs)
+        return ranking_metrics(s.user_id, s.label, self.predict(s))
 
 
 def tune_peer(arch: str, p: Protocol, dim: int, batch_size: int, cfg: TuneConfig,
@@ -125,7 +127,7 @@ def tune_peer(arch: str, p: Protocol, dim: int, batch_size: int, cfg: TuneConfig
         peer = Peer(arch, p, dim, params, c.seed, device)
         stop = EarlyStop(c.patience)
         peer.fit(fit_part, c.max_epochs, batch_size,
-                 on_epoch=lambda _: stop.update(peer.evaluate(val)["auc"]))
+                 on_epoch=lambda _: stop.update(val_auc(val.label, peer.predict(val))))
         return stop
 
     return search(run_trial, peer_space(arch), peer_defaults(arch), cfg)

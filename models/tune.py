@@ -34,9 +34,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from models.data.samples import SampleSet
-from models.train import TrainConfig, build_model, config_overrides, evaluate, fit
+from models.train import TrainConfig, build_model, config_overrides, fit, predict
 
 # name -> (low, high) searched on a log scale; the archs each setting applies to
 SPACE: dict[str, tuple[float, float, tuple[str, ...]]] = {
@@ -159,6 +160,11 @@ def search(run_trial: TrialFn, space: Mapping[str, tuple[float, float]],
     return Tuned(params, float(best.value or 0.0), trials, time.perf_counter() - start)
 
 
+def val_auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """The validation score: AUC (NaN when the split has one class)."""
+    return float(roc_auc_score(labels, probs)) if labels.min() != labels.max() else float("nan")
+
+
 def _set_var_floor(model: Any, floor: float) -> None:
     """DIN's inference variance floor, set on a trained model (no retraining needed)."""
     from models.modules.mlp import InputNorm
@@ -197,11 +203,11 @@ def tune_model(arch: str, vocab: Any, train: SampleSet, base: TrainConfig,
 
         def on_epoch(_: int) -> bool:
             if not floors:
-                return stop.update(evaluate(model, val)["auc"])
+                return stop.update(val_auc(val.label, predict(model, val)))
             aucs = {}
             for floor in floors:
                 _set_var_floor(model, floor)
-                aucs[floor] = evaluate(model, val)["auc"]
+                aucs[floor] = val_auc(val.label, predict(model, val))
             _set_var_floor(model, 0.0)  # training is unaffected; reset for clarity
             floor = max(aucs, key=lambda f: aucs[f])
             return stop.update(aucs[floor], input_var_floor=floor)
