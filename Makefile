@@ -46,7 +46,8 @@ bench-stream: install
 # The peer library is installed without its dependencies (it would pull another torch).
 bench-quality: install
 	$(PY) -m pip install -q --no-deps deepctr-torch==0.3.0
-	$(VENV)/bin/recstream bench quality --json bench/results/quality_ml100k_cpu.json
+	$(VENV)/bin/recstream bench quality --trials 2 --max-epochs 2 --jobs 2 --threads 1 \
+	  --json bench/results/quality_ml100k_tuned.json
 
 clean:
 	rm -rf $(VENV) .recstream .pytest_cache .mypy_cache .ruff_cache

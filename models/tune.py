@@ -161,8 +161,10 @@ def search(run_trial: TrialFn, space: Mapping[str, tuple[float, float]],
 
 
 def val_auc(labels: np.ndarray, probs: np.ndarray) -> float:
-    """The validation score: AUC (NaN when the split has one class)."""
-    return float(roc_auc_score(labels, probs)) if labels.min() != labels.max() else float("nan")
+    """The validation score: AUC (NaN when the split has one class or a trial diverged)."""
+    if labels.min() == labels.max() or not np.isfinite(probs).all():
+        return float("nan")
+    return float(roc_auc_score(labels, probs))
 
 
 def _set_var_floor(model: Any, floor: float) -> None:
