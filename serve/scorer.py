@@ -34,6 +34,7 @@ class Loaded:
     model: Any
     version: str
     bank_version: str | None
+    created: float | None = None  # the registry version's creation time (unix seconds)
 
 
 @serve.deployment
@@ -59,10 +60,6 @@ class Scorer:
         self.loaded_at = Gauge("recstream_serve_model_created_timestamp_seconds",
                                description="Creation time of the model version a scorer "
                                            "replica serves", tag_keys=("variant",))
-        self.serving = Gauge("recstream_serve_model_loaded",
-                             description="1 for the (version, bank) a scorer replica serves "
-                                         "now, 0 for the one it replaced",
-                             tag_keys=("variant", "version", "bank_version"))  # type: ignore[arg-type]
         self.registry = None
         self.failed: dict[str, float] = {}
         if "model_dir" in source:
@@ -84,14 +81,10 @@ class Scorer:
             self.follow = asyncio.get_running_loop().create_task(self._follow(watcher))
 
     def _swap(self, loaded: Loaded) -> None:
-        """Serve ``loaded`` from the next batch on; the gauge names it per replica."""
-        old = getattr(self, "current", None)
+        """Serve ``loaded`` from the next batch on."""
         self.current = loaded
-        if old is not None and old.version != loaded.version:
-            self.serving.set(0, tags={"variant": self.variant, "version": old.version,
-                                      "bank_version": str(old.bank_version)})
-        self.serving.set(1, tags={"variant": self.variant, "version": loaded.version,
-                                  "bank_version": str(loaded.bank_version)})
+        if loaded.created is not None:
+            self.loaded_at.set(loaded.created, tags={"variant": self.variant})
 
     def _load(self, vid: str, previous: Loaded | None) -> Loaded:
         """The registry version ``vid``, on ``previous``'s bank when it is the same one."""
@@ -103,8 +96,7 @@ class Scorer:
         model = self.registry.load(vid, device=self.device, bank=bank)
         model.eval()
         created = dt.datetime.fromisoformat(manifest["created_at"]).timestamp()
-        self.loaded_at.set(created, tags={"variant": self.variant})
-        return Loaded(model, vid, manifest["bank_version"])
+        return Loaded(model, vid, manifest["bank_version"], created)
 
     async def _follow(self, watcher: DeploymentHandle) -> None:
         """Swap in each version the pointer moves to (see the module docstring)."""
