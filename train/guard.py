@@ -4,12 +4,12 @@ Run: ``verdict = judge(candidate, live, holdout, anchor, GuardSettings())``;
 ``verdict.promote`` says whether to move ``live``, ``verdict.reason`` why not.
 
 Both models are scored on the newest held-out slice (samples neither was trained on) and on
-the anchor, the slice held out at the previous update (older, already judged data: a model
-that learned flipped labels, or forgot everything, fails there even when the new slice is
-itself poisoned). A difference counts as worse only past its tolerance plus ``noise_z``
-bootstrap standard errors of the paired difference (:mod:`train.paired`): on a few hundred
-samples the AUC moves by a few hundredths from slice to slice. The checks, in order, each a
-rejection reason:
+the anchor, the slices held out at the previous updates (older data whose labels passed the
+guard's checks: a model that learned flipped labels, or forgot everything, fails there even
+when the new slice is itself poisoned). A difference counts as worse only past its
+tolerance plus ``noise_z`` bootstrap standard errors of the paired difference
+(:mod:`train.paired`): on a few hundred samples the AUC moves by a few hundredths from slice
+to slice. The checks, in order, each a rejection reason:
 
 * ``nan``: a parameter or a prediction is not finite;
 * ``collapsed``: the predictions on the slice barely vary (std below ``min_prediction_std``);
@@ -21,7 +21,9 @@ rejection reason:
 * ``auc`` / ``logloss`` / ``calibration``: worse than live on the held-out slice
   (calibration: |mean predicted / observed - 1|);
 * ``anchor_auc`` / ``anchor_logloss`` / ``anchor_calibration``: worse than live on the
-  anchor (AUC with the looser ``anchor_auc_tol``).
+  anchor (AUC and logloss with the looser ``anchor_auc_tol`` / ``anchor_logloss_tol``: the
+  anchor is an older world, and a candidate that follows what changed since is worse there
+  by design; the anchor is for a candidate that broke).
 
 Too few held-out samples (``min_eval_samples``) is ``too_few_samples``: nothing can be judged.
 With no live version, a sane candidate is promoted.
@@ -119,7 +121,7 @@ def judge(candidate: Ranker, live: Ranker | None, holdout: SampleSet,
         checks += [
             ("anchor_auc", _worse(a_diffs, "anchor_auc", tol.anchor_auc_tol, tol.noise_z,
                                   True)),
-            ("anchor_logloss", _worse(a_diffs, "anchor_logloss", tol.logloss_tol,
+            ("anchor_logloss", _worse(a_diffs, "anchor_logloss", tol.anchor_logloss_tol,
                                       tol.noise_z, False)),
             ("anchor_calibration", _worse(a_diffs, "anchor_calibration_error",
                                           tol.calibration_tol, tol.noise_z, False))]

@@ -195,6 +195,7 @@ class IncrementalTrainer:
                                       metrics=verdict.metrics(),
                                       candidate_manifest={"parent": parent, "sample_range": rng,
                                                           "arch": self.updater.live.arch})
+            self.updater.reject(update)
             metrics.REJECTIONS.labels(verdict.reason).inc()
             metrics.REJECTED_IN_A_ROW.inc()
         self.feed.commit(_ends(records))

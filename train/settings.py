@@ -30,8 +30,10 @@ class GuardSettings(BaseModel):
     logloss_tol: float = Field(default=0.005, ge=0)
     # |calibration - 1| of the candidate may exceed the live one's by this much
     calibration_tol: float = Field(default=0.05, ge=0)
-    # the previous held-out slice (already judged): a looser regression check
+    # the anchor (earlier held-out slices, an older world): looser regression checks, for
+    # a candidate that broke, not one that follows what changed since (docs/training.md)
     anchor_auc_tol: float = Field(default=0.02, ge=0)
+    anchor_logloss_tol: float = Field(default=0.02, ge=0)
     noise_z: float = Field(default=1.645, ge=0)  # one-sided 95%; 0: the tolerances alone
     # the live model's calibration on the new slice outside [1/x, x]: the labels moved
     # more than a world does in minutes (flipped, or a broken producer), "label_shift"

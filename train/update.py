@@ -11,9 +11,11 @@ stream emitted them, :mod:`train.incremental`): the newest ``holdout_frac`` are 
 the candidate, a new top network on the live version's bank (shared and frozen: no
 gradient, no optimizer state, bitwise unchanged), is fine-tuned for one epoch on the rest
 plus up to ``buffer_samples`` earlier accepted samples, and judged (:func:`train.guard.judge`)
-on the held-out slice and on the anchor (up to ``anchor_samples`` of past held-out slices).
-Adopting it makes it live and moves its samples into the buffer and its held-out slice into
-the anchor; a rejected batch is dropped from both. The live model itself is never modified.
+on the held-out slice and on the anchor (up to ``anchor_samples`` of the newest past held-out
+slices). Adopting it makes it live and moves its samples into the buffer and its held-out
+slice into the anchor; a rejected batch is not replayed, and its held-out slice joins the
+anchor unless its labels were found broken (:meth:`TopUpdater.reject`). The live model itself
+is never modified.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from models.train import TrainConfig, fit_incremental
 from train.data import concat
 from train.guard import Verdict, judge
 from train.settings import TrainSettings
+
+# rejections that say the held-out slice itself is bad data: it never joins the anchor
+ANCHOR_REFUSED = frozenset({"label_shift", "too_few_samples"})
 
 
 @dataclass
@@ -75,6 +80,8 @@ class TopUpdater:
         cut = len(samples) - max(1, round(len(samples) * self.s.holdout_frac))
         fresh, holdout = samples.subset(slice(0, cut)), samples.subset(slice(cut, None))
         train_set = concat([self.buffer, fresh]) if self.buffer is not None else fresh
+        if len(train_set) % self.s.batch_size == 1:  # a last batch of one: BatchNorm fails
+            train_set = train_set.subset(slice(1, None))  # on it; leave the oldest out
         cfg = TrainConfig(epochs=1, batch_size=self.s.batch_size, lr=self.s.incremental_lr,
                           device=self.s.device, seed=self.s.seed + self.proposals)
         self.proposals += 1
@@ -90,6 +97,16 @@ class TopUpdater:
         assert update.train_set is not None and update.holdout is not None
         self.live = live or update.candidate
         self.buffer = _tail(concat([update.train_set, update.holdout]), self.s.buffer_samples)
-        anchor = update.holdout if self.anchor is None else concat([self.anchor,
-                                                                    update.holdout])
+        self._to_anchor(update.holdout)
+
+    def reject(self, update: Update) -> None:
+        """A rejected update: its samples are not replayed, but its held-out slice joins the
+        anchor unless the guard found the slice's labels broken (``label_shift``): otherwise
+        a run of rejections would freeze the anchor in a world that has moved on, and every
+        later candidate that follows the world would lose there (see docs/training.md)."""
+        if update.holdout is not None and update.verdict.reason not in ANCHOR_REFUSED:
+            self._to_anchor(update.holdout)
+
+    def _to_anchor(self, holdout: SampleSet) -> None:
+        anchor = holdout if self.anchor is None else concat([self.anchor, holdout])
         self.anchor = _tail(anchor, self.s.anchor_samples)
