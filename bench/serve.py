@@ -219,6 +219,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reload-s", type=float, default=15.0,
                    help="seconds of the reload run (a promotion every second; 0: none)")
     p.add_argument("--reload-concurrency", type=int, default=8)
+    p.add_argument("--throughput-optimized", action="store_true",
+                   help="start the local Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Ray "
+                        "Serve's documented high-throughput mode, Ray >= 2.56)")
     p.add_argument("--events", type=int, default=20_000, help="synthetic events to train on")
     p.add_argument("--users", type=int, default=200, help="users with a Feast sequence")
     p.add_argument("--dim", type=int, default=16)

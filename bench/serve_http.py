@@ -401,6 +401,9 @@ def run_systems(args: argparse.Namespace, requests: Sequence[Request],
 
     from serve import deploy as serving
 
+    if args.throughput_optimized:  # the local cluster's processes inherit our environment
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+        os.environ["RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE"] = "1"  # the stages: unbuffered
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
              log_to_driver=False, namespace="recstream-bench", logging_level=logging.WARNING)
     try:
@@ -442,6 +445,7 @@ def run_systems(args: argparse.Namespace, requests: Sequence[Request],
                  "a phase by this benchmark's processes and by the rest of the host (other "
                  "jobs of a shared machine), averaged over its wall time",
         "prediction_log": "off (log_predictions=False: no broker)",
+        "ray_serve_throughput_optimized": bool(args.throughput_optimized),
         "recstream_config": "infra/serve.yaml's variant settings and AppConfig's defaults "
                             "(2 ingress and 2 reader replicas, 1 scorer replica)",
         "recstream_stages": "per cell, medians from Ray Serve's access log: the proxy's "
