@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from models.data.samples import build_samples
+from models.registry import Registry
 from stream.kafka import KafkaConfig, make_producer
 from stream.samples import Sample, encode_batch
 from stream.synthetic import SyntheticConfig, generate
@@ -81,3 +82,20 @@ def bootstrap(world: pd.DataFrame, s: TrainSettings) -> str:
 def bank_bytes(state: dict[str, Any]) -> bytes:
     return b"".join(np.ascontiguousarray(v.cpu().numpy()).tobytes()
                     for _, v in sorted(state.items()))
+
+
+def covered(reg: Registry, family: str) -> list[tuple[int, int, int]]:
+    """(partition, first, end) of every range the family's versions and rejections name."""
+    records = [m["sample_range"] for m in reg.versions(family)] + \
+        [r["candidate"]["sample_range"] for r in reg.rejections(family)]
+    return sorted((int(p), lo, hi) for rng in records if rng.get("source") == "kafka"
+                  for p, (lo, hi) in rng["partitions"].items())
+
+
+def assert_each_record_once(reg: Registry, family: str, records: int, partitions: int) -> None:
+    spans = covered(reg, family)
+    per_part: dict[int, int] = {}
+    for p, lo, hi in spans:
+        assert lo == per_part.get(p, 0), f"partition {p}: gap or overlap at {lo}: {spans}"
+        per_part[p] = hi
+    assert sum(per_part.values()) == records and len(per_part) == partitions

@@ -12,7 +12,14 @@ from models.registry import Registry
 from stream.kafka import KafkaConfig
 from train.incremental import IncrementalTrainer
 
-from .conftest import as_samples, bank_bytes, bootstrap, produce_samples, train_settings_for
+from .conftest import (
+    as_samples,
+    assert_each_record_once,
+    bank_bytes,
+    bootstrap,
+    produce_samples,
+    train_settings_for,
+)
 
 
 def _drain(trainer: IncrementalTrainer, want: int, per_update: int) -> list:
@@ -25,23 +32,6 @@ def _drain(trainer: IncrementalTrainer, want: int, per_update: int) -> list:
         if read >= want and not trainer.pending:
             return results
     raise AssertionError(f"read {read} of {want} samples")
-
-
-def _covered(reg: Registry, family: str) -> list[tuple[int, int, int]]:
-    """(partition, first, end) of every range the family's versions and rejections name."""
-    records = [m["sample_range"] for m in reg.versions(family)] + \
-        [r["candidate"]["sample_range"] for r in reg.rejections(family)]
-    return sorted((int(p), lo, hi) for rng in records if rng.get("source") == "kafka"
-                  for p, (lo, hi) in rng["partitions"].items())
-
-
-def assert_each_record_once(reg: Registry, family: str, records: int, partitions: int) -> None:
-    spans = _covered(reg, family)
-    per_part: dict[int, int] = {}
-    for p, lo, hi in spans:
-        assert lo == per_part.get(p, 0), f"partition {p}: gap or overlap at {lo}: {spans}"
-        per_part[p] = hi
-    assert sum(per_part.values()) == records and len(per_part) == partitions
 
 
 def test_follows_the_stream_and_publishes_guarded_versions(

@@ -17,8 +17,14 @@ import pandas as pd
 from models.registry import Registry
 from stream.kafka import KafkaConfig
 
-from .conftest import as_samples, bootstrap, produce_samples, train_settings_for
-from .test_incremental import _covered, assert_each_record_once
+from .conftest import (
+    as_samples,
+    assert_each_record_once,
+    bootstrap,
+    covered,
+    produce_samples,
+    train_settings_for,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,7 +66,7 @@ def test_killed_trainer_resumes_without_losing_or_repeating_a_record(
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
     def done() -> bool:
-        return sum(hi - lo for _, lo, hi in _covered(reg, "din")) >= records
+        return sum(hi - lo for _, lo, hi in covered(reg, "din")) >= records
 
     while kills < 4 and not done():
         proc = start()
