@@ -48,6 +48,8 @@ class DIENConfig:
 class DIENTop(TopNet):
     """Interest extractor GRU + attention + attentional GRU + MLP (+ auxiliary net)."""
 
+    shares_history = True  # the extractor runs once per history, not once per candidate
+
     def __init__(self, cfg: DIENConfig) -> None:
         super().__init__()
         e = cfg.embed_dim
@@ -70,19 +72,38 @@ class DIENTop(TopNet):
         weights = torch.softmax(steps.per_row(scores, float("-inf")), dim=1)  # (B, T')
         return steps.from_rows(weights)  # (N,)
 
-    def forward_with_aux(self, emb: dict[str, torch.Tensor]
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        query, hist, mask = emb["query"], emb["hist"], emb["mask"]
-        steps = Steps.of(mask)
-        pooled = masked_sum(hist, mask)  # (B, E)
-        final = query.new_zeros(query.shape)  # (B, E) zero interest for empty histories
-        aux = query.new_zeros(())
-        if steps.counts:
-            xs = steps.pack(hist)  # (N, E)
-            states = self.extractor(xs, steps)  # (N, E)
+    def interest_states(self, emb: dict[str, torch.Tensor]
+                        ) -> tuple[torch.Tensor, Steps, torch.Tensor, torch.Tensor]:
+        """The extractor's packed states (N, E) over each candidate's history, their
+        ``Steps``, the auxiliary loss and the sum-pooled history (B, E). With shared
+        histories (``hist_row``) the GRU runs over the U histories once and its states are
+        copied to the candidates' rows (a state depends on its history alone)."""
+        hist, mask = emb["hist"], emb["mask"]  # (U, T, E), (U, T); U = B unless shared
+        own = Steps.of(mask)
+        aux = hist.new_zeros(())
+        states = hist.new_zeros((0, hist.shape[-1]))
+        if own.counts:
+            xs = own.pack(hist)  # (N_u, E)
+            states = self.extractor(xs, own)  # (N_u, E)
             if "neg" in emb and self.training and self.cfg.aux_weight > 0:
                 aux = self.cfg.aux_weight * auxiliary_loss(
-                    self.aux_net, states, xs, steps.pack(emb["neg"]), steps)
+                    self.aux_net, states, xs, own.pack(emb["neg"]), own)
+        pooled = masked_sum(hist, mask)  # (U, E)
+        if "hist_row" not in emb:
+            return states, own, aux, pooled
+        row = emb["hist_row"]  # (B,)
+        u, t, e = hist.shape
+        laid = hist.new_zeros(u * t, e).index_copy(0, own.rows * t + own.cols, states)
+        steps = Steps.of(mask.index_select(0, row))  # (B, T) layout of the candidates
+        return (steps.pack(laid.view(u, t, e).index_select(0, row)), steps, aux,
+                pooled.index_select(0, row))
+
+    def forward_with_aux(self, emb: dict[str, torch.Tensor]
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        query = emb["query"]  # (B, E)
+        states, steps, aux, pooled = self.interest_states(emb)  # (N, E), (B, E)
+        final = query.new_zeros(query.shape)  # (B, E) zero interest for empty histories
+        if steps.counts:
             att = self.attend(query, states, steps)  # (N,)
             final = self.evolution(states, att, steps)  # (B, E)
         x = torch.cat([query, pooled, query * pooled, final], dim=-1)  # (B, 4E)

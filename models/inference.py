@@ -29,7 +29,8 @@ def score_batch(model: Ranker, users: Sequence[tuple[Sequence[int], Sequence[int
                                                     Sequence[int], Sequence[int]]],
                 max_len: int = 50) -> list[np.ndarray]:
     """Probabilities for many users at once: ``users`` holds (hist_items, hist_cats,
-    cand_items, cand_cats) per user; one forward pass for all candidates."""
+    cand_items, cand_cats) per user; one forward pass for all candidates, each user's
+    history embedded once (and, for DIEN, its interest extractor run once)."""
     if model.training:
         model.eval()
     device = next(model.parameters()).device
@@ -45,20 +46,20 @@ def score_batch(model: Ranker, users: Sequence[tuple[Sequence[int], Sequence[int
     if total == 0:
         return [np.zeros(0) for _ in counts]
     width = max([len(h[0]) for h in hists] + [1])
-    hist_items_t = torch.zeros(total, width, dtype=torch.int64)  # (N, T)
-    hist_cats_t = torch.zeros(total, width, dtype=torch.int64)  # (N, T)
-    row = 0
-    for (items, cats), count in zip(hists, counts, strict=True):
-        if items and count:
-            hist_items_t[row:row + count, :len(items)] = torch.tensor(items)
-            hist_cats_t[row:row + count, :len(cats)] = torch.tensor(cats)
-        row += count
+    hist_items_t = torch.zeros(len(hists), width, dtype=torch.int64)  # (U, T)
+    hist_cats_t = torch.zeros(len(hists), width, dtype=torch.int64)  # (U, T)
+    for u, (items, cats) in enumerate(hists):
+        if items:
+            hist_items_t[u, :len(items)] = torch.tensor(items)
+            hist_cats_t[u, :len(cats)] = torch.tensor(cats)
     batch = {
-        "item_id": torch.tensor(rows_items, dtype=torch.int64),
-        "cat_id": torch.tensor(rows_cats, dtype=torch.int64),
+        "item_id": torch.tensor(rows_items, dtype=torch.int64),  # (B,)
+        "cat_id": torch.tensor(rows_cats, dtype=torch.int64),  # (B,)
         "hist_item_ids": hist_items_t,
         "hist_cat_ids": hist_cats_t,
         "hist_mask": hist_items_t > 0,
+        # each candidate's history row: one history per user, shared by its candidates
+        "hist_row": torch.repeat_interleave(torch.arange(len(hists)), torch.tensor(counts)),
     }
     probs = torch.sigmoid(model({k: v.to(device) for k, v in batch.items()}))
     flat = probs.float().cpu().numpy().astype(np.float64)

@@ -19,6 +19,11 @@ from models.bank import EmbeddingBank
 class TopNet(nn.Module):
     """Everything above the embeddings; subclasses implement ``forward_with_aux``."""
 
+    # Whether ``forward_with_aux`` takes histories shared by several candidates: ``hist``
+    # (U, T, E) and ``mask`` (U, T) with ``hist_row`` (B,), the history row of each
+    # candidate. Other tops get them expanded to one per candidate first.
+    shares_history: ClassVar[bool] = False
+
     def forward_with_aux(self, emb: dict[str, torch.Tensor]
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B,), auxiliary loss scalar) from an embedded batch."""
@@ -26,6 +31,13 @@ class TopNet(nn.Module):
 
     def forward(self, emb: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.forward_with_aux(emb)[0]
+
+
+def expand_history(emb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``emb`` with its shared histories (U, T, ...) copied to one per candidate (B, T, ...)
+    along ``hist_row`` (B,)."""
+    row = emb.pop("hist_row")
+    return emb | {k: emb[k].index_select(0, row) for k in ("hist", "mask", "neg") if k in emb}
 
 
 class Ranker(nn.Module):
@@ -43,12 +55,19 @@ class Ranker(nn.Module):
         self.top_version: str | None = None
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Logits (B,) of a raw-id batch: ``item_id``, ``cat_id`` (B,), ``hist_item_ids``,
+        ``hist_cat_ids``, ``hist_mask`` (B, T); or, histories shared by candidates (one a
+        user when serving), the history tensors (U, T) and ``hist_row`` (B,)."""
         return self.forward_with_aux(batch)[0]
 
     def forward_with_aux(self, batch: Mapping[str, torch.Tensor], oov_dropout: float = 0.0
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B,), auxiliary loss) for training; ids may be dropped to OOV."""
         emb = self.bank.embed(batch, oov_dropout)
+        if "hist_row" in batch:  # serving: one history per user, several candidates each
+            emb["hist_row"] = batch["hist_row"]
+            if not self.top.shares_history:
+                emb = expand_history(emb)
         logits, aux = self.top.forward_with_aux(emb)
         if "bias" in emb:
             logits = logits + emb["bias"]  # (B,) the bank's first-order item term

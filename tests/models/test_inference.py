@@ -5,9 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.inference import score_batch, score_candidates
 from models.ranker import Ranker
+from models.train import build_model
 
 from .conftest import item_table
 
@@ -42,3 +46,50 @@ def test_empty_history_and_batched_users(model: Ranker, frame: pd.DataFrame) -> 
     assert score_candidates(model, items[:2], cats[:2], [], []).shape == (0,)
     with pytest.raises(ValueError):
         score_candidates(model, items[:2], cats[:1], items[:1], cats[:1])
+
+
+@pytest.mark.parametrize("arch", ["base", "din", "dien"])
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_shared_histories_score_as_one_history_per_candidate(arch: str, frame: pd.DataFrame,
+                                                             data: st.DataObject) -> None:
+    """score_batch embeds each user's history once (DIEN: runs its extractor once) and
+    shares it among the user's candidates; the scores equal those of a batch with the
+    history copied to every candidate row, for any history lengths (empty included)."""
+    model = _fresh(arch, frame)
+    items, cats = item_table(frame)
+    users = []
+    for _ in range(data.draw(st.integers(1, 4))):
+        h = data.draw(st.lists(st.integers(0, len(items) - 1), max_size=9))
+        c = data.draw(st.lists(st.integers(0, len(items) - 1), max_size=5))
+        users.append(([items[i] for i in h], [cats[i] for i in h],
+                      [items[i] for i in c], [cats[i] for i in c]))
+    shared = score_batch(model, users)
+    for user, got in zip(users, shared, strict=True):
+        hist_items, hist_cats, cand_items, cand_cats = user
+        if not cand_items:
+            assert got.shape == (0,)
+            continue
+        n, t = len(cand_items), max(len(hist_items), 1)
+        h = torch.zeros(n, t, dtype=torch.int64)
+        hc = torch.zeros(n, t, dtype=torch.int64)
+        if hist_items:
+            h[:, :len(hist_items)] = torch.tensor(hist_items)
+            hc[:, :len(hist_cats)] = torch.tensor(hist_cats)
+        with torch.no_grad():
+            copied = torch.sigmoid(model({"item_id": torch.tensor(cand_items),
+                                          "cat_id": torch.tensor(cand_cats),
+                                          "hist_item_ids": h, "hist_cat_ids": hc,
+                                          "hist_mask": h > 0}))
+        np.testing.assert_allclose(got, copied.numpy(), rtol=1e-5, atol=1e-6)
+
+
+_MODELS: dict[str, Ranker] = {}
+
+
+def _fresh(arch: str, frame: pd.DataFrame) -> Ranker:
+    """An untrained model of ``arch`` (random weights are enough: the two paths must agree)."""
+    if arch not in _MODELS:
+        torch.manual_seed(0)
+        _MODELS[arch] = build_model(arch, frame).eval()
+    return _MODELS[arch]
