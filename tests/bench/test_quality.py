@@ -74,3 +74,14 @@ def test_short_tuned_run_writes_the_json_schema(tmp_path: Path) -> None:
     assert row["peer_auc_mean"] is None and row["diff_ci95"] is None
     assert result["procedure"]["tuned"] and result["procedure"]["trials"] == 2
     assert result["machine"]["cpu_count"]
+
+
+def test_no_tune_trains_the_defaults_for_the_given_epochs(tmp_path: Path) -> None:
+    path = tmp_path / "q.json"
+    assert main(["--protocols", "synthetic", "--synthetic-events", "2000", "--models", "din",
+                 "--seeds", "0", "--no-tune", "--epochs", "1", "--no-peer", "--threads", "1",
+                 "--json", str(path)]) == 0
+    (row,) = json.loads(path.read_text())["protocols"]["synthetic"]["models"]
+    assert row["settings"] == {"lr": 1e-3, "bias_lr": 0.3, "aux_weight": 10.0,
+                               "input_var_floor": 0.01, "epochs": 1}
+    assert row["tune"] == {"val_auc": None}
