@@ -2,7 +2,8 @@
 
 Run: ``report(run_loop(...))`` -> dict; ``plot(raw, png)``. CTR per arm, lift and SRM come from
 the samples topic through the A/B analysis (stream/ab.py); the true expected CTRs (what each
-arm showed, the oracle's top k, a random k) from the simulator's own record of each request.
+arm showed, the oracle's top k, a random k) from the simulator's own record of each request;
+the online AUC of each arm's served scores from the ``predictions`` topic joined to the labels.
 ``gap_closed`` = (incremental - static) / (oracle - static), on the true expected CTRs of the
 requests each arm served (less noisy than the clicks; the clicks' CTR is reported beside).
 """
@@ -50,14 +51,61 @@ def _stream_checks(raw: dict[str, Any]) -> dict[str, int]:
             "impressions_sent": int(sent), "samples": len(samples)}
 
 
+def online_auc(raw: dict[str, Any]) -> dict[str, dict[str, float | int | None]]:
+    """Per arm, the AUC and GAUC of the served scores (the ``predictions`` topic) against the
+    clicks (the samples topic), joined on (request_id, item_id): how well each arm ranked
+    what it showed, measured on the live traffic."""
+    from sklearn.metrics import roc_auc_score
+
+    from models.metrics import gauc
+
+    preds = raw.get("predictions")
+    if preds is None or not len(preds):
+        return {}
+    labels = raw["samples"].dropna(subset=["request_id"])[
+        ["request_id", "item_id", "user_id", "label"]].drop_duplicates(["request_id", "item_id"])
+    joined = preds.merge(labels.astype({"item_id": "int64"}), on=["request_id", "item_id"])
+    out: dict[str, dict[str, float | int | None]] = {}
+    for arm, rows in joined.groupby("variant"):
+        y, p = rows.label.to_numpy(), rows.score.to_numpy()
+        two = 0 < y.sum() < len(y)
+        out[str(arm)] = {"auc": float(roc_auc_score(y, p)) if two else None,
+                         "gauc": gauc(rows.user_id.to_numpy(), y, p) if two else None,
+                         "impressions": len(rows)}
+    return out
+
+
+def _update_seconds(reg: Any) -> dict[str, float | None]:
+    """p50 / p99 of the promoted updates' own seconds (split, fine-tune, guard: the manifest's
+    ``update_seconds``)."""
+    secs = [m["extra"]["update_seconds"] for m in reg.versions("din")
+            if "update_seconds" in (m.get("extra") or {})]
+    pct = (lambda q: float(np.percentile(secs, q))) if secs else (lambda q: None)
+    return {"update_seconds_p50": pct(50), "update_seconds_p99": pct(99)}
+
+
+def _cuped(arms: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The lift with CUPED (each user's CTR in the logged pre-period as the covariate,
+    docs/ab.md) and the variance each arm lost to it; None without a pre-period."""
+    inc = (arms.get("incremental") or {}).get("cuped") or {}
+    lift = inc.get("lift") or {}
+    return {"lift_cuped": lift.get("lift"), "lift_cuped_ci95": [lift.get("low"),
+                                                                 lift.get("high")],
+            "lift_cuped_p": lift.get("p_value"),
+            "cuped_variance_reduction": {name: (row.get("cuped") or {}).get(
+                "variance_reduction") for name, row in arms.items()}}
+
+
 def report(raw: dict[str, Any]) -> dict[str, Any]:
     """The JSON of the run (see the module docstring)."""
     from stream.ab import analyse
 
     served = _served(raw)
     ok = served[served.ok]
+    logged = raw.get("logged")  # the pre-period: the first model's logged impressions
     ab = analyse(raw["samples"], configured={"static": 0.5, "incremental": 0.5},
-                 control="static")
+                 control="static", pre=logged[["user_id", "label"]] if logged is not None
+                 else None)
     arms = {row["variant"]: row for row in ab["variants"]}
     expected = ok.groupby("variant")[["shown_p", "oracle_p", "random_p"]].mean()
     static = float(expected.loc["static", "shown_p"])
@@ -78,11 +126,14 @@ def report(raw: dict[str, Any]) -> dict[str, Any]:
                         "expected_ctr": float(expected.loc[name, "shown_p"]),
                         "requests": int((ok.variant == name).sum())}
                  for name in ("static", "incremental") if name in arms},
+        "online_auc": online_auc(raw),
         "lift": lift.get("lift"), "lift_ci95": [lift.get("low"), lift.get("high")],
-        "lift_p": lift.get("p_value"), "srm_p": (ab.get("srm") or {}).get("p_value"),
+        "lift_p": lift.get("p_value"), **_cuped(arms),
+        "srm_p": (ab.get("srm") or {}).get("p_value"),
         "oracle_ctr": oracle, "random_ctr": rand,
         "gap_closed": (inc - static) / (oracle - static) if oracle > static else None,
         "promotions": len(reg.versions("din")) - 1, "rejections": rejections,
+        **_update_seconds(reg),
         "model_freshness_p50_s": fresh["p50"], "model_freshness_p99_s": fresh["p99"],
         "requests": len(served), "failed_requests": int((~served.ok).sum()),
         **checks,
@@ -91,9 +142,10 @@ def report(raw: dict[str, Any]) -> dict[str, Any]:
                      else str(raw["world"])},
         "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
     }
-    low = result["lift_ci95"][0]
+    low, low_cuped = result["lift_ci95"][0], result["lift_cuped_ci95"][0]
     result["targets"] = {**TARGETS, "met": {
         "lift_ci_excludes_0": low is not None and low > 0,
+        "lift_cuped_ci_excludes_0": low_cuped is not None and low_cuped > 0,
         "model_freshness": fresh["p50"] is not None and fresh["p50"] <= 10.0
         and fresh["p99"] is not None and fresh["p99"] <= 30.0,
         "failed_requests": result["failed_requests"] == 0,

@@ -7,10 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from bench.loop import run_loop
-from bench.loop_report import plot, report
+from bench.loop_report import online_auc, plot, report
 from bench.world import World, WorldConfig
 
 
@@ -45,6 +47,20 @@ def test_the_world_changes_as_documented() -> None:
     assert calm.p_click(2, [item + 1], cfg.shift_at_s + 1)[0] < after  # no such click
 
 
+def test_online_auc_joins_served_scores_to_their_labels() -> None:
+    preds = pd.DataFrame({"request_id": ["a", "a", "b", "b", "c", "c"],
+                          "variant": ["x", "x", "x", "x", "y", "y"], "model_version": "v",
+                          "item_id": [1, 2, 1, 3, 5, 6], "score": [0.9, 0.1, 0.2, 0.8, 0.3, 0.6]})
+    samples = pd.DataFrame({"request_id": ["a", "a", "b", "b", "c", "c", None],
+                            "item_id": [1, 2, 1, 3, 5, 6, 9], "user_id": [1, 1, 2, 2, 3, 3, 4],
+                            "label": [1, 0, 1, 0, 0, 1, 1]})
+    got = online_auc({"predictions": preds, "samples": samples})
+    assert got["x"]["impressions"] == 4 and got["y"]["impressions"] == 2
+    assert got["x"]["auc"] == roc_auc_score([1, 0, 1, 0], [0.9, 0.1, 0.2, 0.8]) == 0.75
+    assert got["x"]["gauc"] == 0.5  # user 1 ranked right, user 2 wrong
+    assert got["y"]["auc"] == 1.0
+
+
 @pytest.mark.integration
 def test_a_short_live_loop_matches_its_topics(tmp_path: Path) -> None:
     raw = run_loop(0.3, warmup_events=2000, clients=2, interval_s=3.0, log=lambda _: None)
@@ -59,6 +75,8 @@ def test_a_short_live_loop_matches_its_topics(tmp_path: Path) -> None:
         mine = samples[samples.variant == arm]
         assert row["impressions"] == len(mine) and row["clicks"] == int(mine.label.sum())
         assert row["clicks"] == sum(s.clicks for s in served if s.variant == arm)
+        # every shown item's served score, from the predictions topic, found its label
+        assert result["online_auc"][arm]["impressions"] == row["impressions"]
     assert set(result["arms"]) == {"static", "incremental"}
     plot(raw, tmp_path / "loop.png")
     assert (tmp_path / "loop.png").stat().st_size > 10_000
