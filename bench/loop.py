@@ -16,9 +16,11 @@ consumer and the incremental trainer (threads of this process), and the simulate
    from every arm's samples (the world is the same for both arms, and twice the data; the
    static arm never learns, so the comparison is of the update policy, not of the data).
 4. The report: CTR per arm from the samples topic (the stream's own join; delta-method
-   intervals, lift, SRM: stream/ab.py), the true expected CTR of what each arm showed, of the
-   oracle (the true top 5) and of a random 5, model freshness, promotions and rejections,
-   failed requests, and impressions lost or duplicated between the clients and the samples.
+   intervals, lift, SRM, and CUPED on the logged pre-period: stream/ab.py), the online AUC
+   of each arm's served scores (the predictions topic joined to the labels), the true
+   expected CTR of what each arm showed, of the oracle (the true top 5) and of a random 5,
+   model freshness, update seconds, promotions and rejections, failed requests, and
+   impressions lost or duplicated between the clients and the samples.
 """
 
 from __future__ import annotations
