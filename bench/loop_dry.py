@@ -3,7 +3,8 @@ in one process on simulated time, for trying the trainer's and the guard's setti
 minute or two instead of a 12-minute run of ``recstream bench loop``.
 
 Run: ``python -m bench.loop_dry --minutes 10 [--buffer 5000 --anchor 2000 --lr 1e-3
---guard '{"anchor_logloss_tol": 0.005}' --old-anchor --no-guard --users 400 --trace]``;
+--guard '{"anchor_logloss_tol": 0.005}' --old-anchor --no-guard --users 400 --trace]``
+(``--help``: every option);
 prints one JSON line (the loop report's main figures).
 
 What it keeps from the live loop (bench/loop.py): the world (bench/world.py) and its seed,
@@ -63,8 +64,9 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     from train.update import TopUpdater, on_same_bank
 
     torch.set_num_threads(1)
+    torch.manual_seed(a.seed)  # the first model's initial weights
     world = World(WorldConfig(seed=a.seed, n_users=a.users))
-    logged = world.logged(20_000, start_ts=int(time.time()) - 600)
+    logged = world.logged(a.warmup_events, start_ts=int(time.time()) - 600)
     tmp = Path(tempfile.mkdtemp(prefix="recstream-dry-"))
     train_full(logged, TrainSettings(arch="din", dim=16, epochs=2, out_dir=tmp / "first"),
                publish=False)
@@ -149,7 +151,8 @@ def _figures(a: argparse.Namespace, rows: list, logged: pd.DataFrame, promotions
             "update_seconds_p50": float(np.median(seconds)) if seconds else None}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options (see ``--help``)."""
     p = argparse.ArgumentParser(prog="python -m bench.loop_dry",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=10.0)
@@ -165,8 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-guard", action="store_true", help="promote every candidate")
     p.add_argument("--users", type=int, default=400)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--warmup-events", type=int, default=20_000)
     p.add_argument("--trace", action="store_true", help="a line per update")
-    print(json.dumps(run(p.parse_args(argv)), default=float))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    print(json.dumps(run(parse(argv)), default=float))
     return 0
 
 
