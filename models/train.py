@@ -112,14 +112,23 @@ def _optimizer(model: Ranker, params: list[torch.nn.Parameter], cfg: TrainConfig
     return opt, sched
 
 
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, end) of each training batch of ``n`` samples; a last batch of one joins the one
+    before it (BatchNorm cannot take a batch of one in training)."""
+    bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
 def _train(model: Ranker, samples: SampleSet, cfg: TrainConfig,
            params: list[torch.nn.Parameter],
            on_epoch: Callable[[int], bool] | None = None) -> dict[str, float]:
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model.to(cfg.device)
-    n_batches = -(-len(samples) // cfg.batch_size)
-    opt, sched = _optimizer(model, params, cfg, cfg.epochs * n_batches)
+    bounds = batch_bounds(len(samples), cfg.batch_size)
+    opt, sched = _optimizer(model, params, cfg, cfg.epochs * len(bounds))
     tensors = samples.tensors()
     negatives = isinstance(model, DIEN)
     # The C++ kernels (DIEN's recurrence, DIN's attention, the bank's gather) are built (once
@@ -131,10 +140,10 @@ def _train(model: Ranker, samples: SampleSet, cfg: TrainConfig,
     counts = feature_counts(model.bank, tensors) if mba else {}
     for epoch in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)
-        bar = tqdm(range(0, n, cfg.batch_size), disable=not cfg.progress,
+        bar = tqdm(bounds, disable=not cfg.progress,
                    desc=f"{model.arch} epoch {epoch + 1}/{cfg.epochs}")
-        for lo in bar:
-            batch = make_batch(tensors, perm[lo:lo + cfg.batch_size], negatives, cfg.device)
+        for lo, hi in bar:
+            batch = make_batch(tensors, perm[lo:hi], negatives, cfg.device)
             logits, aux = model.forward_with_aux(batch, cfg.oov_dropout)
             loss = F.binary_cross_entropy_with_logits(logits, batch["label"].float()) + aux
             if mba:

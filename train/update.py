@@ -80,8 +80,6 @@ class TopUpdater:
         cut = len(samples) - max(1, round(len(samples) * self.s.holdout_frac))
         fresh, holdout = samples.subset(slice(0, cut)), samples.subset(slice(cut, None))
         train_set = concat([self.buffer, fresh]) if self.buffer is not None else fresh
-        if len(train_set) % self.s.batch_size == 1:  # a last batch of one: BatchNorm fails
-            train_set = train_set.subset(slice(1, None))  # on it; leave the oldest out
         cfg = TrainConfig(epochs=1, batch_size=self.s.batch_size, lr=self.s.incremental_lr,
                           device=self.s.device, seed=self.s.seed + self.proposals)
         self.proposals += 1

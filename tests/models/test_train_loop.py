@@ -13,6 +13,7 @@ from models.data.samples import build_samples, time_split
 from models.train import (
     TrainConfig,
     _optimizer,
+    batch_bounds,
     build_model,
     config_overrides,
     evaluate,
@@ -101,3 +102,13 @@ def test_lr_schedules_and_a_bad_one() -> None:
     assert [g["lr"] for g in opt.param_groups] == [1e-3, 0.0]  # 0 holds the term still
     with pytest.raises(ValueError, match="lr_schedule"):
         fit(model, samples, TrainConfig(lr_schedule="cosine"))
+
+
+def test_a_last_batch_of_one_joins_the_one_before(frame: pd.DataFrame) -> None:
+    """BatchNorm cannot train on one sample: 2 * 64 + 1 samples train as batches of 64 and
+    65, every sample seen (the DIN MLP's input BatchNorm would raise on a batch of one)."""
+    assert batch_bounds(129, 64) == [(0, 64), (64, 129)]
+    assert batch_bounds(1, 64) == [(0, 1)] and batch_bounds(128, 64) == [(0, 64), (64, 128)]
+    samples = build_samples(frame, max_len=5).subset(slice(0, 129))
+    stats = fit(build_model("din", frame), samples, TrainConfig(epochs=1, batch_size=64))
+    assert stats["samples"] == 129
