@@ -45,6 +45,9 @@ def train_full(frame: pd.DataFrame, s: TrainSettings, *, publish: bool = True
     train, test = time_split(samples, train_frac=0.8)
     overrides = config_overrides(s.arch, aux_weight=s.aux_weight,
                                  input_var_floor=s.input_var_floor)
+    import torch
+
+    torch.manual_seed(s.seed)  # the initial weights too: one TRAIN_SEED, one model
     model = build_model(s.arch, frame, dim=s.dim, **overrides)
     fit(model, train, s.train_config())
     metrics = {k: float(v) for k, v in evaluate(model, test).items()}

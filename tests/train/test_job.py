@@ -57,3 +57,22 @@ def test_recstream_train_publishes_the_first_live_version(monkeypatch: pytest.Mo
         assert len(reg.versions("din")) == 2 and reg.pointer("din") == first
     finally:
         train_settings.cache_clear()
+
+
+def test_one_seed_one_model(tmp_path: Path) -> None:
+    """TRAIN_SEED fixes the initial weights too: two runs of one seed save the same weights,
+    another seed others."""
+    import torch
+
+    from models.registry import load_checkpoint
+
+    frame = generate(400, SyntheticConfig(n_users=20, seed=5))
+
+    def weights(seed: int, name: str) -> dict[str, torch.Tensor]:
+        train_full(frame, TrainSettings(arch="din", out_dir=tmp_path / name, epochs=1,
+                                        seed=seed, registry_root=str(tmp_path / name)))
+        return load_checkpoint(tmp_path / name).state_dict()
+
+    a, b, c = weights(3, "a"), weights(3, "b"), weights(4, "c")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
