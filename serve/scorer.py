@@ -64,9 +64,12 @@ class Scorer:
         self.failed: dict[str, float] = {}
         if "model_dir" in source:
             from models.registry import load_checkpoint
+            from models.registry.checkpoint import MODEL_META
 
-            model = load_checkpoint(Path(str(source["model_dir"])), device=self.device)
-            self._swap(Loaded(model, str(model.version), model.bank.version))
+            folder = Path(str(source["model_dir"]))
+            model = load_checkpoint(folder, device=self.device)
+            saved = (folder / MODEL_META).stat().st_mtime  # a folder's "creation": its save
+            self._swap(Loaded(model, str(model.version), model.bank.version, saved))
             return
         from models.registry import Registry
 
