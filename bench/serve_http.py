@@ -399,7 +399,6 @@ def run_systems(args: argparse.Namespace, requests: Sequence[Request],
             phase(f"{arch}_{key}")
     import ray
 
-    from serve import deploy as serving
 
     if args.throughput_optimized:  # the local cluster's processes inherit our environment
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
@@ -427,7 +426,7 @@ def run_systems(args: argparse.Namespace, requests: Sequence[Request],
                 row["recstream_stages"] = stages(Path(node.get_logs_dir_path()) / "serve",
                                                  windows)
     finally:
-        serving.shutdown()
+        ray.shutdown()  # our own instance, Serve with it (serve.shutdown waited ~30 s)
     for arch in args.models:
         row = result[arch]
         lo, hi = str(min(args.concurrency)), str(max(args.concurrency))

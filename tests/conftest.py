@@ -140,11 +140,10 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    """A local Ray instance of this test module's own (2 CPUs, no dashboard); Serve and Ray
-    are shut down after the module."""
+    """A local Ray instance of this test module's own (2 CPUs, no dashboard), stopped after
+    the module with everything on it (Serve's own shutdown waited 20-30 s for its
+    controller; the instance is ours, so stopping it is enough)."""
     import ray
-
-    from serve import deploy
 
     # address="local": always a new instance, never a cluster someone else left running
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
@@ -152,5 +151,5 @@ def ray_local() -> Iterator[None]:
     try:
         yield
     finally:
-        deploy.shutdown()
+        ray.shutdown()
 

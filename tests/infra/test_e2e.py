@@ -48,7 +48,7 @@ def ray_cluster() -> Iterator[int]:
     try:
         yield metrics_port
     finally:
-        serving.shutdown()
+        ray.shutdown()  # our own instance: Serve goes with it (serve.shutdown waited ~30 s)
 
 
 def _ray_names_read() -> set[str]:
