@@ -177,17 +177,16 @@ def _from_us(value: Any) -> datetime | None:
         microseconds=int(value) % 1_000_000)
 
 
+def _aware(stamp: datetime) -> datetime:
+    """``stamp`` with UTC as its zone when it has none (the stores give naive UTC stamps)."""
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
+
+
 def _after(now: datetime, previous: datetime | None) -> datetime:
     """``now``, or just past ``previous`` if that is not older (another host's clock)."""
     if previous is None:
         return now
-    if previous.tzinfo is None:
-        previous = previous.replace(tzinfo=UTC)
-    return max(now, previous + _TICK)
-
-
-def _ints(value: Any) -> list[int]:
-    return [int(v) for v in value] if value is not None else []
+    return max(now, _aware(previous) + _TICK)
 
 
 def _key(join_key: str, value: int) -> EntityKeyProto:
@@ -223,9 +222,7 @@ _RANKER_ITEM = ("category_id",)
 def _expired(stamp: datetime | None, ttl: timedelta | None, now: datetime) -> bool:
     if stamp is None or not ttl:
         return False
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=UTC)
-    return stamp < now - ttl
+    return _aware(stamp) < now - ttl
 
 
 class FeatureAccess:
