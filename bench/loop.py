@@ -63,6 +63,7 @@ def run_loop(minutes: float, *, seed: int = 7, interval_s: float = 5.0, clients:
     from models.registry import Registry
     from serve import deploy as serving
     from serve.config import ServeSettings
+    from stream.ab_online import read_predictions
     from stream.kafka import KafkaConfig, ensure_topics
     from stream.localservices import start_broker
     from stream.service import run_service
@@ -160,37 +161,6 @@ def _wait_samples(kafka: Any, impressions: int, timeout_s: float) -> Any:
         if len(looked) >= impressions or time.monotonic() > deadline:
             return frame
         time.sleep(2.0)
-
-
-def read_predictions(kafka: Any) -> Any:
-    """The ``predictions`` topic (Serve's log of every answer, docs/events.md) as one row per
-    returned item: request_id, variant, model_version, item_id, score (shadow records left
-    out)."""
-    import json
-
-    import pandas as pd
-    from kafka import TopicPartition
-
-    from stream.kafka import make_consumer
-    from stream.topicread import iter_range, true_end
-
-    rows: list[tuple[str, str, str, int, float]] = []
-    reader = make_consumer(kafka, None)
-    try:
-        topic = kafka.topics.predictions
-        for part in sorted(reader.partitions_for_topic(topic) or ()):
-            tp = TopicPartition(topic, part)
-            start, end = int(reader.beginning_offsets([tp])[tp]), true_end(reader, tp)
-            for rec in iter_range(reader, tp, start, end):
-                answer = json.loads(rec.value or b"{}")
-                if answer.get("shadow"):
-                    continue
-                rows += [(answer["request_id"], answer["variant"], answer["model_version"],
-                          int(it["item_id"]), float(it["score"])) for it in answer["items"]]
-    finally:
-        reader.close()
-    return pd.DataFrame(rows, columns=["request_id", "variant", "model_version", "item_id",
-                                       "score"])
 
 
 def main(argv: list[str] | None = None) -> int:

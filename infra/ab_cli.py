@@ -7,9 +7,10 @@ config's experiment, the override and the recorded changes, ``recstream ab reset
 the config's.
 
 ``recstream ab report [--weights a=0.5,b=0.5] [--control a] [--json] [--plot PNG]
-[--parquet DIR] [--since MS] [--cuped [--pre-start MS]]``: reads the samples topic
-(``STREAM_KAFKA__*``) or the offline export (``--parquet``), prints a table (or one JSON
-document with ``--json``) and writes the PNG of CTR over time. Exits 1 on bad arguments; the
+[--parquet DIR] [--since MS] [--cuped [--pre-start MS]] [--online]``: reads the samples
+topic (``STREAM_KAFKA__*``) or the offline export (``--parquet``), prints a table (or one
+JSON document with ``--json``) and writes the PNG of CTR over time; ``--online`` adds the AUC
+of the served scores (:mod:`stream.ab_online`). Exits 1 on bad arguments; the
 report itself exits 0 also when its SRM check fires (the report says so).
 """
 
@@ -52,6 +53,9 @@ def add_parser(sub: Any) -> None:
     ab.add_argument("--pre-start", type=int, default=None, metavar="MS",
                     help="--cuped: the pre-period starts here (default: the first sample)")
     ab.add_argument("--bins", type=int, default=24, help="time bins of the plot")
+    ab.add_argument("--online", action="store_true",
+                    help="also the AUC of the served scores per variant and model version "
+                         "(the predictions topic joined to the samples; not with --parquet)")
 
 
 def parse_weights(text: str) -> dict[str, float]:
@@ -138,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--cuped needs --since (the experiment start)")
         if args.bins < 1:
             raise ValueError("--bins must be at least 1")
+        if args.online and args.parquet:
+            raise ValueError("--online reads the predictions topic: not with --parquet")
     except ValueError as exc:
         console.print(f"[red]ab report: {exc}[/red]")
         return 1
@@ -155,6 +161,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         console.print(f"[red]ab report: {exc}[/red]")
         return 1
+    if args.online:
+        from stream.ab_online import online_auc, read_predictions
+        from stream.settings import stream_settings
+
+        kafka = stream_settings().kafka
+        report["online"] = online_auc(read_predictions(kafka), experiment)
     if args.json:
         print(ab_report.to_json(report))
     else:

@@ -61,6 +61,17 @@ def print_report(report: dict[str, Any], console: Console) -> None:
                    str(r["impressions"]), str(r["clicks"]), _pct(r["ctr"], 3),
                    _ci(r["ctr_low"], r["ctr_high"]))
     console.print(mv)
+    online = report.get("online")
+    if online is not None:
+        on = Table("variant", "model version", "impressions scored", "clicks", "AUC",
+                   title="online AUC of the served scores (each variant on its own shown items)")
+        for r in online["model_versions"]:
+            on.add_row(r["variant"], r["model_version"], str(r["impressions"]),
+                       str(r["clicks"]), "-" if r["auc"] is None else f"{r['auc']:.4f}")
+        for name, r in online["variants"].items():
+            on.add_row(f"[bold]{name}[/bold]", "(all)", str(r["impressions"]),
+                       str(r["clicks"]), "-" if r["auc"] is None else f"{r['auc']:.4f}")
+        console.print(on)
     srm = report["srm"]
     if srm is not None:
         weights = ", ".join(f"{k}={w:g}" for k, w in report["weights"].items())

@@ -1,0 +1,82 @@
+"""How well each variant ranked what it showed: the served scores (the ``predictions`` topic)
+joined to the clicks (the samples), for ``recstream ab report --online``.
+
+Run: ``online_auc(read_predictions(cfg), samples)`` with ``samples`` from
+:func:`stream.ab.read_topic`.
+
+Serve logs every answer (docs/events.md, "predictions"); a client that sends the answer's
+``request_id`` back with its impressions and clicks makes each sample joinable to the score
+it was shown with, on (request_id, item_id). Per variant (and per model version within it),
+the AUC of those scores against the clicks. Each variant is measured on its own shown items,
+so two variants' figures are not a like-for-like comparison of the models (each chose what
+it is judged on); a variant's AUC over time says whether its model keeps up with the world.
+Shadow answers are left out (never shown, never clicked).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+from kafka import TopicPartition
+from sklearn.metrics import roc_auc_score
+
+from stream.kafka import KafkaConfig, make_consumer
+from stream.topicread import iter_range, true_end
+
+PREDICTION_COLUMNS = ["request_id", "variant", "model_version", "item_id", "score"]
+
+
+def read_predictions(cfg: KafkaConfig) -> pd.DataFrame:
+    """The ``predictions`` topic as one row per returned item (:data:`PREDICTION_COLUMNS`),
+    read to the true end of each partition with a group-less consumer; shadow answers left
+    out, an answer logged twice (the producer is at least once) counted once."""
+    rows: list[tuple[str, str, str, int, float]] = []
+    reader = make_consumer(cfg, None)
+    try:
+        topic = cfg.topics.predictions
+        for part in sorted(reader.partitions_for_topic(topic) or ()):
+            tp = TopicPartition(topic, part)
+            start, end = int(reader.beginning_offsets([tp])[tp]), true_end(reader, tp)
+            for rec in iter_range(reader, tp, start, end):
+                answer = json.loads(rec.value or b"{}")
+                if answer.get("shadow"):
+                    continue
+                rows += [(answer["request_id"], answer["variant"], answer["model_version"],
+                          int(it["item_id"]), float(it["score"])) for it in answer["items"]]
+    finally:
+        reader.close()
+    frame = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+    return frame.drop_duplicates(["request_id", "item_id"]).reset_index(drop=True)
+
+
+def join_scores(predictions: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+    """The samples that carry a ``request_id`` with the score their item was served with:
+    columns request_id, item_id, user_id, label, variant, model_version, score (the
+    prediction's variant and version: what scored it)."""
+    labels = samples.dropna(subset=["request_id"])[["request_id", "item_id", "user_id", "label"]]
+    labels = labels.drop_duplicates(["request_id", "item_id"]).astype({"item_id": "int64"})
+    return predictions.merge(labels, on=["request_id", "item_id"])
+
+
+def _auc(rows: pd.DataFrame) -> dict[str, Any]:
+    y = rows["label"].to_numpy()
+    both = 0 < y.sum() < len(y)  # one class only: no AUC
+    return {"auc": float(roc_auc_score(y, rows["score"].to_numpy())) if both else None,
+            "impressions": len(rows), "clicks": int(y.sum())}
+
+
+def online_auc(predictions: pd.DataFrame, samples: pd.DataFrame) -> dict[str, Any]:
+    """``{"variants": {name: {auc, impressions, clicks}}, "model_versions": [{variant,
+    model_version, auc, impressions, clicks}], "joined": n, "unjoined_samples": m}``
+    (see the module docstring)."""
+    joined = join_scores(predictions, samples)
+    with_id = len(samples.dropna(subset=["request_id"]).drop_duplicates(["request_id",
+                                                                          "item_id"]))
+    return {
+        "variants": {str(v): _auc(rows) for v, rows in joined.groupby("variant")},
+        "model_versions": [{"variant": str(v), "model_version": str(m), **_auc(rows)}
+                           for (v, m), rows in joined.groupby(["variant", "model_version"])],
+        "joined": len(joined), "unjoined_samples": with_id - len(joined),
+    }
