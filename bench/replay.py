@@ -15,8 +15,8 @@ before any of them updates on it, so it is unseen data for all three:
 
 * ``static``: the initial model, never updated;
 * ``incremental``: :class:`train.update.TopUpdater` driven as :mod:`train.incremental` does
-  (``propose`` on the window's samples, ``adopt`` when the guard promotes): the top network
-  fine-tuned, the bank frozen (its bytes are hashed after every window);
+  (``propose`` on the window's samples, ``adopt`` when the guard promotes, else ``reject``):
+  the top network fine-tuned, the bank frozen (its bytes are hashed after every window);
 * ``full``: a new model (a new bank over the ids seen so far with ``--vocab seen``) trained
   with the initial recipe on every sample seen so far;
 * with ``--top-bound`` a fourth, a diagnostic: ``top_refit``, a new top network on the
@@ -158,6 +158,8 @@ def replay(samples: SampleSet, args: argparse.Namespace) -> dict[str, Any]:
         update = updater.propose(window)
         if update.verdict.promote:
             updater.adopt(update)
+        else:
+            updater.reject(update)
         _clock(out["incremental"], t0, c0)
         verdicts.append({"window": w, "promoted": update.verdict.promote,
                          "reason": update.verdict.reason,
