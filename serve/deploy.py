@@ -30,6 +30,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 from serve.app import build_app
 from serve.config import AppConfig, ServeSettings, load_app_config, serve_settings
 
+logger = logging.getLogger(__name__)
 DEPLOY_TIMEOUT_S = 120.0  # serve.run plus the first /healthz answer; a failure ends sooner
 
 
@@ -102,7 +103,7 @@ def deploy(s: ServeSettings, *, namespace: str = "recstream",
     gpus = ray.cluster_resources().get("GPU", 0) > 0
     deadline = time.monotonic() + timeout_s
     try:
-        serve.start(http_options={"host": s.http_host, "port": s.http_port})
+        _start_serve(s, deadline)
         _run_until(lambda: serve.run(build_app(
             cfg, s.feast, registry_root=_absolute(s.registry_root),
             experiment_path=str(s.experiment_path.resolve()),
@@ -152,6 +153,22 @@ def _deployment_errors(app: str) -> list[tuple[str, str]]:
         return [(name, d.message) for name, d in status.deployments.items()
                 if d.message and d.status != "HEALTHY"]
     return []
+
+
+def _start_serve(s: ServeSettings, deadline: float) -> None:
+    """``serve.start``, again when its HTTP proxy died while starting: on a busy host a proxy
+    can miss Serve's readiness checks (3 x 5 s) and be killed and started anew by the
+    controller, which fails the first call's wait although Serve goes on; a second call finds
+    the controller and returns."""
+    while True:
+        try:
+            serve.start(http_options={"host": s.http_host, "port": s.http_port})
+            return
+        except ray.exceptions.ActorDiedError as exc:
+            if "ProxyActor" not in str(exc) or time.monotonic() > deadline:
+                raise
+            logger.warning("Serve's HTTP proxy was restarted while starting (a busy host?); "
+                        "waiting for the new one")
 
 
 def _run_until(call: Callable[[], object], deadline: float) -> None:
