@@ -3,9 +3,10 @@ in one process on simulated time, for trying the trainer's and the guard's setti
 minute or two instead of a 12-minute run of ``recstream bench loop``.
 
 Run: ``python -m bench.loop_dry --minutes 10 [--buffer 5000 --anchor 2000 --lr 1e-3
---guard '{"anchor_logloss_tol": 0.005}' --old-anchor --no-guard --users 400 --trace]``
-(``--help``: every option);
-prints one JSON line (the loop report's main figures).
+--guard '{"anchor_logloss_tol": 0.005}' --old-anchor --no-guard --users 400
+--world '{"trend_period_s": 40}' --trace]`` (``--help``: every option);
+prints one JSON line (the loop report's main figures, with the oracle's expected CTR and the
+share of the static-to-oracle gap the incremental arm closed).
 
 What it keeps from the live loop (bench/loop.py): the world (bench/world.py) and its seed,
 the first DIN on 20,000 logged impressions, the 50/50 sticky split, 20 candidates and the
@@ -65,7 +66,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)  # the first model's initial weights
-    world = World(WorldConfig(seed=a.seed, n_users=a.users))
+    world = World(WorldConfig(**{"seed": a.seed, "n_users": a.users, **json.loads(a.world)}))
     logged = world.logged(a.warmup_events, start_ts=int(time.time()) - 600)
     tmp = Path(tempfile.mkdtemp(prefix="recstream-dry-"))
     train_full(logged, TrainSettings(arch="din", dim=16, epochs=2, out_dir=tmp / "first"),
@@ -89,6 +90,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             user = int(rng.integers(1, a.users + 1))
             cands = world.candidates(user, t + j / a.rps)
             reqs.append((t + j / a.rps, user, cands, world.p_click(user, cands, t + j / a.rps)))
+        p_of = {(r[0], r[1]): r[3] for r in reqs}
         for arm, model in ((False, static), (True, serving)):
             mine = [r for r in reqs if incremental[r[1]] == arm]
             for when, user, shown, p, clicked, h in (_shown(world, model, mine, hist, rng)
@@ -102,7 +104,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                     if c:
                         hist.setdefault(user, []).append((item, int(world.category[item])))
                         world.record_click(user, item)
-                rows.append((when, user, arm, float(p.mean()), int(clicked.sum())))
+                rows.append((when, user, arm, float(p.mean()), int(clicked.sum()),
+                             float(np.sort(p_of[when, user])[-K:].mean())))
         t += per_tick / a.rps
         ready = [x for x in emitted if x["emit"] <= t]
         if t < next_update or len(ready) < 500:
@@ -132,7 +135,7 @@ def _figures(a: argparse.Namespace, rows: list, logged: pd.DataFrame, promotions
              reasons: Counter[str], seconds: list[float]) -> dict[str, Any]:
     from stream.ab import analyse
 
-    f = pd.DataFrame(rows, columns=["t", "user", "inc", "shown_p", "clicks"])
+    f = pd.DataFrame(rows, columns=["t", "user", "inc", "shown_p", "clicks", "oracle_p"])
     imp = f.loc[f.index.repeat(K)].assign(k=lambda x: x.groupby(level=0).cumcount())
     frame = pd.DataFrame({"user_id": imp.user, "label": (imp.k < imp.clicks).astype(int),
                           "event_ts_ms": (imp.t * 1000).astype("int64"),
@@ -141,8 +144,11 @@ def _figures(a: argparse.Namespace, rows: list, logged: pd.DataFrame, promotions
     ab = analyse(frame, control="static", pre=logged[["user_id", "label"]])
     inc = next(v for v in ab["variants"] if v["variant"] == "incremental")
     expected = f.groupby("inc").shown_p.mean()
+    oracle = float(f.oracle_p.mean())
     return {"settings": {k: v for k, v in vars(a).items() if k != "trace"},
-            "expected_ctr": {"static": expected[False], "incremental": expected[True]},
+            "expected_ctr": {"static": expected[False], "incremental": expected[True],
+                             "oracle": oracle},
+            "gap_closed": (expected[True] - expected[False]) / (oracle - expected[False]),
             "lift": inc["lift"]["lift"], "lift_ci95": [inc["lift"]["low"], inc["lift"]["high"]],
             "lift_cuped_ci95": [inc["cuped"]["lift"]["low"], inc["cuped"]["lift"]["high"]],
             "cuped_variance_reduction": [v["cuped"]["variance_reduction"]
@@ -167,6 +173,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="rejected slices stay out of the anchor (before 2026-12-07)")
     p.add_argument("--no-guard", action="store_true", help="promote every candidate")
     p.add_argument("--users", type=int, default=400)
+    p.add_argument("--world", default="{}", help="WorldConfig fields as JSON")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--warmup-events", type=int, default=20_000)
     p.add_argument("--trace", action="store_true", help="a line per update")

@@ -27,7 +27,11 @@ def _served(raw: dict[str, Any]) -> pd.DataFrame:
 
 
 def _freshness(raw: dict[str, Any], served: pd.DataFrame) -> dict[str, float | None]:
-    """Request time minus the newest sample's event time of the version that scored it."""
+    """Request time minus the newest sample's event time of the version that scored it, on
+    the incremental arm: ``p50``/``p99`` over the versions the trainer published (the loop's
+    freshness, the target), ``p99_all`` also over the requests the first model scored before
+    the first update was served, and ``first_model_age_s``, that model's age when the clients
+    started (the benchmark's set-up time after its pre-period: training, Ray, Serve)."""
     reg, clients = raw["registry"], raw["clients"]
     newest: dict[str, float | None] = {}
     for m in reg.versions("din"):
@@ -35,11 +39,21 @@ def _freshness(raw: dict[str, Any], served: pd.DataFrame) -> dict[str, float | N
         newest[m["version"]] = ts / 1000 if ts is not None else None
     rows = served[served.ok & (served.variant == "incremental")]
     wall0 = clients.wall_start
-    ages = [wall0 + t - newest[v] for t, v in zip(rows.t_s, rows.model_version, strict=True)
-            if newest.get(v) is not None]
-    if not ages:
-        return {"p50": None, "p99": None}
-    return {"p50": float(np.percentile(ages, 50)), "p99": float(np.percentile(ages, 99))}
+    scored = [(wall0 + t - ts, v != raw.get("first")) for t, v in
+              zip(rows.t_s, rows.model_version, strict=True)
+              if (ts := newest.get(v)) is not None]
+    ages = np.array([age for age, _ in scored])
+    loop = np.array([age for age, published in scored if published])
+    first = newest.get(raw.get("first") or "")
+    out: dict[str, float | None] = {
+        "p50": None, "p99": None, "p99_all": None,
+        "first_model_age_s": wall0 - first if first is not None else None,
+        "first_model_requests": float(len(ages) - len(loop))}
+    if len(loop):
+        out |= {"p50": float(np.percentile(loop, 50)), "p99": float(np.percentile(loop, 99))}
+    if len(ages):
+        out["p99_all"] = float(np.percentile(ages, 99))
+    return out
 
 
 def _stream_checks(raw: dict[str, Any]) -> dict[str, int]:
@@ -53,25 +67,24 @@ def _stream_checks(raw: dict[str, Any]) -> dict[str, int]:
 
 def online_auc(raw: dict[str, Any]) -> dict[str, dict[str, float | int | None]]:
     """Per arm, the AUC and GAUC of the served scores (the ``predictions`` topic) against the
-    clicks (the samples topic), joined on (request_id, item_id): how well each arm ranked
-    what it showed, measured on the live traffic."""
-    from sklearn.metrics import roc_auc_score
-
+    clicks (the samples topic), joined on (request_id, item_id) as ``recstream ab report
+    --online`` joins them (:mod:`stream.ab_online`): how well each arm ranked what it showed,
+    measured on the live traffic."""
     from models.metrics import gauc
+    from stream.ab_online import join_scores
+    from stream.ab_online import online_auc as by_variant
 
     preds = raw.get("predictions")
     if preds is None or not len(preds):
         return {}
-    labels = raw["samples"].dropna(subset=["request_id"])[
-        ["request_id", "item_id", "user_id", "label"]].drop_duplicates(["request_id", "item_id"])
-    joined = preds.merge(labels.astype({"item_id": "int64"}), on=["request_id", "item_id"])
+    aucs = by_variant(preds, raw["samples"])["variants"]
     out: dict[str, dict[str, float | int | None]] = {}
-    for arm, rows in joined.groupby("variant"):
-        y, p = rows.label.to_numpy(), rows.score.to_numpy()
-        two = 0 < y.sum() < len(y)
-        out[str(arm)] = {"auc": float(roc_auc_score(y, p)) if two else None,
-                         "gauc": gauc(rows.user_id.to_numpy(), y, p) if two else None,
-                         "impressions": len(rows)}
+    for arm, rows in join_scores(preds, raw["samples"]).groupby("variant"):
+        auc = aucs[str(arm)]
+        out[str(arm)] = {"auc": auc["auc"], "impressions": auc["impressions"],
+                         "gauc": gauc(rows.user_id.to_numpy(), rows.label.to_numpy(),
+                                      rows.score.to_numpy()) if auc["auc"] is not None
+                         else None}
     return out
 
 
@@ -135,6 +148,9 @@ def report(raw: dict[str, Any]) -> dict[str, Any]:
         "promotions": len(reg.versions("din")) - 1, "rejections": rejections,
         **_update_seconds(reg),
         "model_freshness_p50_s": fresh["p50"], "model_freshness_p99_s": fresh["p99"],
+        "model_freshness_p99_with_first_model_s": fresh["p99_all"],
+        "first_model_age_at_start_s": fresh["first_model_age_s"],
+        "first_model_requests": fresh["first_model_requests"],
         "requests": len(served), "failed_requests": int((~served.ok).sum()),
         **checks,
         "settings": {"minutes": raw["minutes"], "train_interval_s": raw["interval_s"],

@@ -15,7 +15,12 @@ The rules (``p = sigmoid(logit)``):
 * **trends**: every ``trend_period_s`` a new set of ``hot_categories`` categories (drawn from
   the seed and the period's index) adds ``trend_gain`` for everyone, until the next period;
   a model frozen before a trend cannot know which categories are hot, a top network retrained
-  every few seconds can learn it from the category embeddings it already has;
+  every few seconds can learn it from the category embeddings it already has. The loop runs
+  on a compressed clock (an update every 5 s where production updates every few minutes), so
+  what keeps a trend realistic is its length in updates: 180 s is 36 updates, as a 3-hour
+  trend is at an update every 5 minutes (a sale, a news cycle). The first loops used 40 s
+  (8 updates: a trend over before the replay buffer had seen it whole), where retraining
+  could not show a gain (docs/log/loop-benchmark-runs.md);
 * **recency shift**: ``recency(t)`` steps from ``recency_before`` to ``recency_after`` at
   ``shift_at_s``: how much the last clicks matter changes mid-run;
 * **new items**: ``new_items`` items (ids above the initial catalogue, so out of the first
@@ -50,7 +55,7 @@ class WorldConfig:
     recency_after: float = 1.6
     shift_at_s: float = 120.0
     quality_scale: float = 0.4
-    trend_period_s: float = 40.0
+    trend_period_s: float = 180.0
     hot_categories: int = 3
     trend_gain: float = 1.6
     new_items: int = 30
