@@ -66,7 +66,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)  # the first model's initial weights
-    world = World(WorldConfig(**{"seed": a.seed, "n_users": a.users, **json.loads(a.world)}))
+    rules = json.loads(a.world)
+    if {"seed", "n_users"} & rules.keys():
+        raise ValueError("--world: give the seed and the users with --seed and --users")
+    world = World(WorldConfig(seed=a.seed, n_users=a.users, **rules))
     logged = world.logged(a.warmup_events, start_ts=int(time.time()) - 600)
     tmp = Path(tempfile.mkdtemp(prefix="recstream-dry-"))
     train_full(logged, TrainSettings(arch="din", dim=16, epochs=2, out_dir=tmp / "first"),
@@ -148,7 +151,8 @@ def _figures(a: argparse.Namespace, rows: list, logged: pd.DataFrame, promotions
     return {"settings": {k: v for k, v in vars(a).items() if k != "trace"},
             "expected_ctr": {"static": expected[False], "incremental": expected[True],
                              "oracle": oracle},
-            "gap_closed": (expected[True] - expected[False]) / (oracle - expected[False]),
+            "gap_closed": (expected[True] - expected[False]) / (oracle - expected[False])
+            if oracle > expected[False] else None,
             "lift": inc["lift"]["lift"], "lift_ci95": [inc["lift"]["low"], inc["lift"]["high"]],
             "lift_cuped_ci95": [inc["cuped"]["lift"]["low"], inc["cuped"]["lift"]["high"]],
             "cuped_variance_reduction": [v["cuped"]["variance_reduction"]

@@ -26,7 +26,7 @@ def _served(raw: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame([vars(s) for s in raw["clients"].served])
 
 
-def _freshness(raw: dict[str, Any], served: pd.DataFrame) -> dict[str, float | None]:
+def freshness(raw: dict[str, Any], served: pd.DataFrame) -> dict[str, float | int | None]:
     """Request time minus the newest sample's event time of the version that scored it, on
     the incremental arm: ``p50``/``p99`` over the versions the trainer published (the loop's
     freshness, the target), ``p99_all`` also over the requests the first model scored before
@@ -48,7 +48,7 @@ def _freshness(raw: dict[str, Any], served: pd.DataFrame) -> dict[str, float | N
     out: dict[str, float | None] = {
         "p50": None, "p99": None, "p99_all": None,
         "first_model_age_s": wall0 - first if first is not None else None,
-        "first_model_requests": float(len(ages) - len(loop))}
+        "first_model_requests": len(ages) - len(loop)}
     if len(loop):
         out |= {"p50": float(np.percentile(loop, 50)), "p99": float(np.percentile(loop, 99))}
     if len(ages):
@@ -71,15 +71,15 @@ def online_auc(raw: dict[str, Any]) -> dict[str, dict[str, float | int | None]]:
     --online`` joins them (:mod:`stream.ab_online`): how well each arm ranked what it showed,
     measured on the live traffic."""
     from models.metrics import gauc
-    from stream.ab_online import join_scores
-    from stream.ab_online import online_auc as by_variant
+    from stream.ab_online import auc_by_variant, join_scores
 
     preds = raw.get("predictions")
     if preds is None or not len(preds):
         return {}
-    aucs = by_variant(preds, raw["samples"])["variants"]
+    joined = join_scores(preds, raw["samples"])
+    aucs = auc_by_variant(joined)
     out: dict[str, dict[str, float | int | None]] = {}
-    for arm, rows in join_scores(preds, raw["samples"]).groupby("variant"):
+    for arm, rows in joined.groupby("variant"):
         auc = aucs[str(arm)]
         out[str(arm)] = {"auc": auc["auc"], "impressions": auc["impressions"],
                          "gauc": gauc(rows.user_id.to_numpy(), rows.label.to_numpy(),
@@ -129,7 +129,7 @@ def report(raw: dict[str, Any]) -> dict[str, Any]:
     rejections: dict[str, int] = {}
     for r in reg.rejections("din"):
         rejections[r["reason"]] = rejections.get(r["reason"], 0) + 1
-    fresh = _freshness(raw, served)
+    fresh = freshness(raw, served)
     checks = _stream_checks(raw)
     result: dict[str, Any] = {
         "arms": {name: {"ctr": arms[name]["ctr"], "ctr_ci95": [arms[name]["ctr_low"],

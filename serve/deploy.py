@@ -168,7 +168,8 @@ def _start_serve(s: ServeSettings, deadline: float) -> None:
             if "ProxyActor" not in str(exc) or time.monotonic() > deadline:
                 raise
             logger.warning("Serve's HTTP proxy was restarted while starting (a busy host?); "
-                        "waiting for the new one")
+                           "waiting for the new one")
+            time.sleep(1.0)
 
 
 def _run_until(call: Callable[[], object], deadline: float) -> None:

@@ -5,6 +5,7 @@ request, loses and duplicates no impression, and its report's counts match the t
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from bench.loop import run_loop
-from bench.loop_report import online_auc, plot, report
+from bench.loop_report import freshness, online_auc, plot, report
 from bench.world import World, WorldConfig
 
 
@@ -49,6 +50,7 @@ def test_the_world_changes_as_documented() -> None:
 
 def test_online_auc_joins_served_scores_to_their_labels() -> None:
     preds = pd.DataFrame({"request_id": ["a", "a", "b", "b", "c", "c"],
+                          "user_id": [1, 1, 2, 2, 3, 3],
                           "variant": ["x", "x", "x", "x", "y", "y"], "model_version": "v",
                           "item_id": [1, 2, 1, 3, 5, 6], "score": [0.9, 0.1, 0.2, 0.8, 0.3, 0.6]})
     samples = pd.DataFrame({"request_id": ["a", "a", "b", "b", "c", "c", None],
@@ -59,6 +61,30 @@ def test_online_auc_joins_served_scores_to_their_labels() -> None:
     assert got["x"]["auc"] == roc_auc_score([1, 0, 1, 0], [0.9, 0.1, 0.2, 0.8]) == 0.75
     assert got["x"]["gauc"] == 0.5  # user 1 ranked right, user 2 wrong
     assert got["y"]["auc"] == 1.0
+
+
+class _Registry:
+    """The registry calls the freshness figures make: versions with their newest sample."""
+
+    def versions(self, family: str) -> list[dict]:
+        return [{"version": v, "sample_range": {"newest_event_ts_ms": ms}}
+                for v, ms in (("first", 1_000_000), ("v1", 1_030_000), ("v2", 1_040_000))]
+
+
+def test_freshness_over_the_trainers_versions_and_with_the_first_model() -> None:
+    # the clients start at 1,040 s (the first model 40 s old); v1 and v2 serve 2 s later
+    clients = SimpleNamespace(wall_start=1_040.0)
+    served = pd.DataFrame({"t_s": [0.5, 1.0, 5.0, 6.0, 7.0, 1.0],
+                           "model_version": ["first", "first", "v1", "v2", "v2", "first"],
+                           "variant": ["incremental"] * 5 + ["static"],
+                           "ok": [True, True, True, True, False, True]})
+    got = freshness({"registry": _Registry(), "clients": clients, "first": "first"}, served)
+    assert got["first_model_requests"] == 2 and got["first_model_age_s"] == 40.0
+    loop_ages = [1_045.0 - 1_030.0, 1_046.0 - 1_040.0]  # v1 at 5 s, v2 at 6 s; failed left out
+    assert got["p50"] == pytest.approx(np.percentile(loop_ages, 50))
+    assert got["p99"] == pytest.approx(np.percentile(loop_ages, 99))
+    with_first = [40.5, 41.0, *loop_ages]
+    assert got["p99_all"] == pytest.approx(np.percentile(with_first, 99))
 
 
 @pytest.mark.integration

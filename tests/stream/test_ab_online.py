@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,13 @@ from sklearn.metrics import roc_auc_score
 
 from infra.cli import main
 from serve.predlog import PredictionLog
-from stream.ab_online import join_scores, online_auc, read_predictions
+from stream.ab_online import (
+    PREDICTION_COLUMNS,
+    join_scores,
+    online_auc,
+    read_predictions,
+    unambiguous,
+)
 from stream.kafka import KafkaConfig, make_producer
 from stream.samples import Sample, encode_batch
 from stream.settings import stream_settings
@@ -23,12 +30,13 @@ from stream.settings import stream_settings
 T0 = 1_767_225_600_000
 
 
-def _world(requests: int = 60, seed: int = 0) -> tuple[list[dict], list[Sample]]:
+def _world(requests: int = 60, seed: int = 0) -> tuple[list[dict[str, Any]], list[Sample]]:
     """Answers of two variants (5 items each) and the samples of their impressions: variant
     ``good`` scores the clicked items higher, ``noise`` at random; one impression in ten was
     never answered by Serve (no request id); request 0's answer is also a shadow's."""
     rng = np.random.default_rng(seed)
-    answers, samples = [], []
+    answers: list[dict[str, Any]] = []
+    samples: list[Sample] = []
     for r in range(requests):
         variant = "good" if r % 2 else "noise"
         items = [int(i) for i in rng.choice(np.arange(1, 200), 5, replace=False)]
@@ -44,7 +52,9 @@ def _world(requests: int = 60, seed: int = 0) -> tuple[list[dict], list[Sample]]
             rid = None if (r * 5 + n) % 10 == 9 else f"r{r}"
             samples.append(Sample(f"0-{r}-{n}", 1 + r % 7, item, 1, int(clicked), T0 + r, [],
                                   [], [], 0, r * 5 + n, rid, variant, f"{variant}-v1"))
-    answers.append({**answers[0], "variant": "good", "shadow": True})
+    first: list[dict[str, Any]] = answers[0]["items"]
+    shadow_items = [{**it, "score": 1.0 - it["score"]} for it in first]
+    answers.append({**answers[0], "variant": "good", "shadow": True, "items": shadow_items})
     return answers, samples
 
 
@@ -54,10 +64,9 @@ def _samples_frame(samples: list[Sample]) -> pd.DataFrame:
 
 def test_join_and_auc_by_variant_and_version() -> None:
     answers, samples = _world()
-    preds = pd.DataFrame([(a["request_id"], a["variant"], a["model_version"], it["item_id"],
-                           it["score"]) for a in answers if not a["shadow"]
-                          for it in a["items"]],
-                         columns=["request_id", "variant", "model_version", "item_id", "score"])
+    preds = pd.DataFrame([(a["request_id"], a["user_id"], a["variant"], a["model_version"],
+                           it["item_id"], it["score"]) for a in answers if not a["shadow"]
+                          for it in a["items"]], columns=PREDICTION_COLUMNS)
     frame = _samples_frame(samples)
     got = online_auc(preds, frame)
     joined = join_scores(preds, frame)
@@ -74,6 +83,12 @@ def test_join_and_auc_by_variant_and_version() -> None:
     assert sum(r["impressions"] for r in got["model_versions"]) == 270
     only_clicks = frame.assign(label=1)  # one class only: no AUC, no error
     assert online_auc(preds, only_clicks)["variants"]["good"]["auc"] is None
+    # a client that reused request id r1 for another answer: r1's items are ambiguous, out;
+    # an exact repeat (the producer's at least once) is one answer
+    reused = preds[preds.request_id == "r1"].assign(score=0.5, model_version="good-v9")
+    mixed = unambiguous(pd.concat([preds, preds.iloc[:5], reused], ignore_index=True))
+    assert mixed.attrs["ambiguous"] == 5 and len(mixed) == len(preds) - 5
+    assert "r1" not in set(mixed.request_id) and online_auc(mixed, frame)["ambiguous"] == 5
 
 
 @pytest.fixture
@@ -102,6 +117,8 @@ def test_ab_report_online_on_the_real_broker(ab_env: KafkaConfig,
     while len(preds := read_predictions(ab_env)) < 300 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert len(preds) == 300  # the shadow answer left out, the repeat counted once
+    assert set(preds[preds.request_id == "r0"].variant) == {"noise"}  # r0's own, not its shadow
+    assert preds.attrs["ambiguous"] == 0
     assert main(["ab", "report", "--online", "--json", "--weights", "good=1,noise=1"]) == 0
     report = json.loads(capsys.readouterr().out)
     expected = online_auc(preds, _samples_frame(samples))
