@@ -147,11 +147,14 @@ def freshness(settings: StreamSettings, n: int, rate: float,
                            args=(settings.kafka.model_dump_json(), n, rate, 11, users, report))
         start = time.perf_counter()
         proc.start()
+        # every poll counts towards ``seen``: the loop below ends when all n were read (it
+        # waited for its timeout, ~70 s at the test's sizes, while the warm-up's reads went
+        # uncounted)
         while report.empty() and proc.is_alive():  # imports and data generation: not timed
-            consumer.poll_once(timeout_ms=50)
+            seen += consumer.poll_once(timeout_ms=50)
         warm = time.perf_counter() + WARMUP_S  # first reads of users, first item writes
         while time.perf_counter() < warm:
-            consumer.poll_once(timeout_ms=50)
+            seen += consumer.poll_once(timeout_ms=50)
         consumer.freshness_ms.clear()
         while proc.is_alive() or seen < n:
             seen += consumer.poll_once(timeout_ms=50)
