@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,16 +78,37 @@ def describe(running: Sequence[Running]) -> str:
     return ", ".join(map(str, running))
 
 
+def _gone(proc: psutil.Process) -> bool:
+    """Exited: no such process, or a zombie (exited; its parent has not reaped it yet)."""
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_gone(procs: Sequence[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait until each has exited or ``timeout_s`` passed; those still running.
+    (``psutil.wait_procs`` waits for the pid to vanish, which for a process that is not our
+    child means until its parent reaps it: a parent that reaps late, such as a test's
+    ``Popen``, held every stop for its whole grace, twice.)"""
+    deadline = time.monotonic() + timeout_s
+    alive = [p for p in procs if not _gone(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in alive if not _gone(p)]
+    return alive
+
+
 def terminate(procs: Sequence[psutil.Process], grace_s: float) -> None:
-    """SIGTERM each, then SIGKILL those still there after ``grace_s``; wait for them."""
+    """SIGTERM each, then SIGKILL those still running after ``grace_s``; wait for them."""
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    alive = wait_gone(procs, grace_s)
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    psutil.wait_procs(alive, timeout=grace_s)
+    wait_gone(alive, grace_s)
 
 
 def stop(running: Sequence[Running], grace_s: float = 30.0) -> None:
