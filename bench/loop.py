@@ -142,7 +142,7 @@ def run_loop(minutes: float, *, seed: int = 7, interval_s: float = 5.0, clients:
         for th in threads:
             th.join(timeout=30)
         if "ray_address" in given:
-            serving.shutdown()  # the app off the cluster the caller gave; it keeps running
+            serving.shutdown("loop")  # the app off the cluster the caller gave; it keeps running
         else:
             ray.shutdown()  # our own instance, Serve with it (serve.shutdown waited ~30 s)
         if broker is not None:

@@ -25,6 +25,7 @@ import requests
 import yaml
 from pydantic import ValidationError
 from ray import serve
+from ray.serve.exceptions import RayServeException
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from serve.app import build_app
@@ -225,10 +226,12 @@ def _write_log(exc: BaseException, failed: list[tuple[str, str]]) -> Path:
     return path
 
 
-def shutdown() -> None:
-    """Remove the app and disconnect (the cluster itself keeps running)."""
+def shutdown(name: str) -> None:
+    """Remove the app ``name`` and disconnect: the cluster, Serve and its other apps keep
+    running (``serve.shutdown`` would take every app of the cluster with it)."""
     if ray.is_initialized():
-        serve.shutdown()
+        with contextlib.suppress(RayServeException):  # no Serve there any more
+            serve.delete(name)
         ray.shutdown()
 
 
@@ -240,6 +243,7 @@ def run_forever() -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         base = deploy(serve_settings())
+        name = load_app_config(serve_settings().config_path).name  # read as deploy read it
     except DeployError as exc:
         print(f"serve: {exc}", flush=True)
         with contextlib.suppress(Exception):
@@ -248,5 +252,5 @@ def run_forever() -> int:
     print(f"serving at {base}/rank (Ctrl-C to stop)", flush=True)
     while not stop.is_set():
         time.sleep(0.5)
-    shutdown()
+    shutdown(name)
     return 0
