@@ -67,8 +67,8 @@ def _stream_checks(raw: dict[str, Any]) -> dict[str, int]:
 
 def online_auc(raw: dict[str, Any]) -> dict[str, dict[str, float | int | None]]:
     """Per arm, the AUC and GAUC of the served scores (the ``predictions`` topic) against the
-    clicks (the samples topic), joined on (request_id, item_id) as ``recstream ab report
-    --online`` joins them (:mod:`stream.ab_online`): how well each arm ranked what it showed,
+    clicks (the samples topic), joined on (request_id, user_id, item_id) as ``recstream ab
+    report --online`` joins them (:mod:`stream.ab_online`): how well each arm ranked what it showed,
     measured on the live traffic."""
     from models.metrics import gauc
     from stream.ab_online import auc_by_variant, join_scores

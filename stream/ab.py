@@ -27,12 +27,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from kafka import TopicPartition
 
 from stream import ab_stats as st
 from stream.kafka import KafkaConfig, make_consumer
 from stream.samples import decode_batch
-from stream.topicread import iter_range, true_end
+from stream.topicread import iter_topic
 
 COLUMNS = ("sample_id", "user_id", "item_id", "label", "event_ts_ms", "request_id", "variant",
            "model_version")
@@ -53,13 +52,10 @@ def read_topic(cfg: KafkaConfig, topic: str | None = None) -> pd.DataFrame:
     columns: dict[str, list[Any]] = {c: [] for c in COLUMNS}
     reader = make_consumer(cfg, None)
     try:
-        for part in sorted(reader.partitions_for_topic(topic) or ()):
-            tp = TopicPartition(topic, part)
-            start, end = int(reader.beginning_offsets([tp])[tp]), true_end(reader, tp)
-            for rec in iter_range(reader, tp, start, end):
-                for sample in decode_batch(rec.value or b"{}"):
-                    for c in COLUMNS:
-                        columns[c].append(sample.get(c))
+        for rec in iter_topic(reader, topic):
+            for sample in decode_batch(rec.value or b"{}"):
+                for c in COLUMNS:
+                    columns[c].append(sample.get(c))
     finally:
         reader.close()
     return _frame(columns)

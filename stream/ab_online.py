@@ -6,10 +6,11 @@ Run: ``online_auc(read_predictions(cfg), samples)`` with ``samples`` from
 
 Serve logs every answer (docs/events.md, "predictions"); a client that sends the answer's
 ``request_id`` back with its impressions and clicks makes each sample joinable to the score
-it was shown with, on (request_id, item_id). Per variant (and per model version within it),
-the AUC of those scores against the clicks. Each variant is measured on its own shown items,
-so two variants' figures are not a like-for-like comparison of the models (each chose what
-it is judged on); a variant's AUC over time says whether its model keeps up with the world.
+it was shown with, on (request_id, user_id, item_id). Per variant (and per model version
+within it), the AUC of those scores against the clicks. Each variant is measured on its own
+shown items, so two variants' figures are not a like-for-like comparison of the models (each
+chose what it is judged on); a variant's AUC over time says whether its model keeps up with
+the world.
 Shadow answers are left out (never shown, never clicked).
 """
 
@@ -19,11 +20,10 @@ import json
 from typing import Any
 
 import pandas as pd
-from kafka import TopicPartition
 from sklearn.metrics import roc_auc_score
 
 from stream.kafka import KafkaConfig, make_consumer
-from stream.topicread import iter_range, true_end
+from stream.topicread import iter_topic
 
 PREDICTION_COLUMNS = ["request_id", "user_id", "variant", "model_version", "item_id", "score"]
 KEY = ["request_id", "user_id", "item_id"]  # one shown item of one answer
@@ -38,19 +38,15 @@ def read_predictions(cfg: KafkaConfig) -> pd.DataFrame:
     rows: list[tuple[str, int, str, str, int, float]] = []
     reader = make_consumer(cfg, None)
     try:
-        topic = cfg.topics.predictions
-        for part in sorted(reader.partitions_for_topic(topic) or ()):
-            tp = TopicPartition(topic, part)
-            start, end = int(reader.beginning_offsets([tp])[tp]), true_end(reader, tp)
-            for rec in iter_range(reader, tp, start, end):
-                if not rec.value:
-                    continue
-                answer = json.loads(rec.value)
-                if answer.get("shadow"):
-                    continue
-                rows += [(answer["request_id"], int(answer["user_id"]), answer["variant"],
-                          answer["model_version"], int(it["item_id"]), float(it["score"]))
-                         for it in answer["items"]]
+        for rec in iter_topic(reader, cfg.topics.predictions):
+            if not rec.value:
+                continue
+            answer = json.loads(rec.value)
+            if answer.get("shadow"):
+                continue
+            rows += [(answer["request_id"], int(answer["user_id"]), answer["variant"],
+                      answer["model_version"], int(it["item_id"]), float(it["score"]))
+                     for it in answer["items"]]
     finally:
         reader.close()
     return unambiguous(pd.DataFrame(rows, columns=PREDICTION_COLUMNS))

@@ -1,6 +1,7 @@
 """Reading a partition range with an assigned (group-less) consumer, to the true end.
 
-Run: used by :mod:`stream.samplelog` (restores) and :mod:`stream.recompute` (checks).
+Run: used by :mod:`stream.samplelog` (restores), :mod:`stream.recompute` (checks) and the
+A/B readers of whole topics (:func:`iter_topic`: :mod:`stream.ab`, :mod:`stream.ab_online`).
 
 The end offset from ListOffsets (``KafkaConsumer.end_offsets``) can lag behind the records a
 fetch returns (seen on Tansu: 1107 reported while 1128 records were there), so "the end"
@@ -80,3 +81,12 @@ def iter_range(reader: KafkaConsumer, tp: TopicPartition, start: int, end: int,
         elif time.monotonic() - last > stall_s:
             raise TimeoutError(f"reading {tp} from {start} to {end}: no record for {stall_s} s")
         yield from (r for r in got if start <= r.offset < end)
+
+
+def iter_topic(reader: KafkaConsumer, topic: str) -> Iterator[ConsumerRecord]:
+    """Every record of ``topic``, partition by partition (in partition order), from the
+    beginning to the true end of each (:func:`true_end`), with ``reader`` assigned."""
+    for part in sorted(reader.partitions_for_topic(topic) or ()):
+        tp = TopicPartition(topic, part)
+        start, end = int(reader.beginning_offsets([tp])[tp]), true_end(reader, tp)
+        yield from iter_range(reader, tp, start, end)
